@@ -1,0 +1,176 @@
+"""The versioned message bodies that travel over NATS, one pydantic model each.
+
+These are the event contract: the AsyncAPI document FastStream generates from them is
+published in ``docs/asyncapi.json``. Every body carries ``"v": 1``; a consumer refuses a
+version it does not know instead of guessing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class State(StrEnum):
+    """Where a function is, as the deployer last observed it."""
+
+    PENDING = "pending"
+    DEPLOYING = "deploying"
+    READY = "ready"
+    FAILED = "failed"
+    SLEEPING = "sleeping"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class Desired(StrEnum):
+    """Where a user (or the reaper) wants a function to be."""
+
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    DELETED = "deleted"
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: Literal[1] = 1
+
+
+# --- commands (JetStream, {prefix}.cmd.{verb}.{function_id}) ---------------------------
+
+
+class CommandBase(Message):
+    command_id: UUID = Field(default_factory=uuid4, description="Also the Nats-Msg-Id header.")
+    function_id: UUID
+    issued_at: datetime = Field(default_factory=utcnow)
+
+
+class CreateFunction(CommandBase):
+    kind: Literal["create"] = "create"
+    owner: str
+    name: str
+    code: str
+    env: dict[str, str] = Field(default_factory=dict)
+    idle_timeout: int | None = None
+    runtime: str = "local"
+
+
+class UpdateFunction(CommandBase):
+    """New code or settings; fields left out keep their value."""
+
+    kind: Literal["update"] = "update"
+    code: str | None = None
+    env: dict[str, str] | None = None
+    idle_timeout: int | None = None
+
+
+class DeleteFunction(CommandBase):
+    kind: Literal["delete"] = "delete"
+
+
+class SleepFunction(CommandBase):
+    kind: Literal["sleep"] = "sleep"
+    reason: str = ""
+
+
+class WakeFunction(CommandBase):
+    kind: Literal["wake"] = "wake"
+
+
+Command = Annotated[
+    CreateFunction | UpdateFunction | DeleteFunction | SleepFunction | WakeFunction,
+    Field(discriminator="kind"),
+]
+
+
+# --- what the deployer tells everybody (JetStream, {prefix}.event.{id}.{state}) --------
+
+
+class FunctionView(Message):
+    """A function as users see it: the API returns this, the state events carry it."""
+
+    id: UUID
+    user: str
+    name: str
+    state: State
+    desired: Desired
+    reason: str = ""
+    url: str = ""
+    endpoint: str | None = Field(
+        default=None, description="Where the gateway reaches the function; internal."
+    )
+    generation: int
+    observed_generation: int
+    runtime: str
+    env: dict[str, str] = Field(default_factory=dict)
+    idle_timeout: int | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class StateChanged(Message):
+    function: FunctionView
+    at: datetime = Field(default_factory=utcnow)
+
+
+# --- access records (JetStream, {prefix}.access.{function_id}) -------------------------
+
+
+class AccessRecord(Message):
+    """What the gateway saw of one function during one interval."""
+
+    function_id: UUID
+    window_start: datetime
+    window_end: datetime
+    calls: int = 0
+    errors: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    in_flight: int = 0
+    open_streams: int = 0
+    last_access_at: datetime
+
+
+# --- reads (core NATS request/reply, queue group "deployer") ---------------------------
+
+
+class GetQuery(Message):
+    id: UUID
+
+
+class ListQuery(Message):
+    user: str
+
+
+class LogsQuery(Message):
+    id: UUID
+    tail: int = Field(default=100, ge=1, le=10_000)
+
+
+class QueryError(Message):
+    status: int
+    title: str
+    detail: str
+
+
+class GetReply(Message):
+    function: FunctionView | None = None
+    error: QueryError | None = None
+
+
+class ListReply(Message):
+    functions: list[FunctionView] = Field(default_factory=list)
+    error: QueryError | None = None
+
+
+class LogsReply(Message):
+    lines: list[str] = Field(default_factory=list)
+    error: QueryError | None = None

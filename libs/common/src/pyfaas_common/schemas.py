@@ -1,0 +1,132 @@
+"""The bodies users send to the HTTP API, as pydantic models.
+
+The API validates requests with them and generates its OpenAPI document from them, so the
+two can never disagree; the CLI validates with them before it sends anything.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from .validation import InvalidScript, check_env, check_name, parse_script
+
+UserName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=63,
+        description="Owner of the function: 1-63 lowercase letters, digits or '-', "
+        "starting and ending with a letter or digit.",
+        examples=["alice"],
+    ),
+    AfterValidator(lambda v: check_name(v, "user")),
+]
+FunctionName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=63,
+        description="A name for people; same format as user. Defaults to 'main'.",
+        examples=["hello"],
+    ),
+    AfterValidator(lambda v: check_name(v, "name")),
+]
+Env = Annotated[
+    dict[str, str],
+    Field(
+        description="Environment variables for the function (PORT and PYFAAS_* are reserved).",
+        examples=[{"GREETING": "hello"}],
+    ),
+    AfterValidator(check_env),
+]
+IdleTimeout = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=30 * 24 * 3600,
+        description="Seconds without a request before the function is put to sleep; "
+        "0 or null means never. Defaults to PYFAAS_IDLE_TIMEOUT.",
+    ),
+]
+Code = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="The whole Python script, with a PEP 723 '# /// script' block; it must "
+        "serve HTTP on 0.0.0.0:$PORT.",
+    ),
+]
+
+
+def _check_code(code: str, info: ValidationInfo) -> str:
+    versions = (info.context or {}).get("python_versions")
+    try:
+        parse_script(code, versions)
+    except InvalidScript as exc:
+        raise ValueError("; ".join(e.message for e in exc.errors)) from None
+    return code
+
+
+class CreateRequest(BaseModel):
+    """``POST /faas/python``"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: UserName
+    name: FunctionName = "main"
+    code: Code
+    env: Env = Field(default_factory=dict)
+    idle_timeout: IdleTimeout = None
+
+    _code = field_validator("code")(_check_code)
+
+
+class UpdateRequest(BaseModel):
+    """``PUT /faas/python/{id}``: fields left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: Code | None = None
+    env: Env | None = None
+    idle_timeout: IdleTimeout = None
+
+    @field_validator("code")
+    @classmethod
+    def _code_ok(cls, code: str | None, info: ValidationInfo) -> str | None:
+        return None if code is None else _check_code(code, info)
+
+    def is_empty(self) -> bool:
+        return not self.model_fields_set
+
+
+class ListRequest(BaseModel):
+    """The design notes' ``GET /faas/python {"user": "foo"}`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: UserName
+
+
+def field_errors(exc: Any) -> list[tuple[str, str]]:
+    """(field, message) pairs from a pydantic ValidationError, in words a person acts on."""
+    out: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "is not a known field; remove it (see /openapi.json)"
+        elif err["type"] == "missing":
+            msg = "is required"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        out.append((loc, msg))
+    return out

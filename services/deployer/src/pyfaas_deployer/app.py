@@ -1,0 +1,252 @@
+"""The deployer process: consumes commands, answers reads, runs the reconciler.
+
+Started by ``python -m pyfaas_deployer`` (``faas dev`` does that). It is the only writer of
+function state. Commands arrive on the durable JetStream consumer ``deployer`` with an
+explicit ack policy: a command is acknowledged only once its desired state is committed to
+the database, a transient failure is redelivered with back-off, and a command that fails on
+every one of ``PYFAAS_COMMAND_MAX_DELIVER`` deliveries marks its function failed instead of
+blocking the ones behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from faststream import AckPolicy, FastStream
+from faststream.exceptions import NackMessage, RejectMessage
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+from pydantic import TypeAdapter, ValidationError
+
+from pyfaas_common import bus, migrate
+from pyfaas_common.db import FunctionRow, make_engine
+from pyfaas_common.logs import function_context, setup_logging
+from pyfaas_common.messages import (
+    Command,
+    CreateFunction,
+    Desired,
+    FunctionView,
+    GetQuery,
+    GetReply,
+    ListQuery,
+    ListReply,
+    LogsQuery,
+    LogsReply,
+    QueryError,
+    State,
+    StateChanged,
+)
+from pyfaas_common.streams import ensure_streams
+from pyfaas_common.subjects import Subjects
+
+from .reconcile import Reconciler
+from .runtime import Runtime, make_runtime
+from .settings import DeployerSettings
+from .store import CommandTooEarly, FunctionStore
+
+log = logging.getLogger(__name__)
+
+_commands: TypeAdapter[Any] = TypeAdapter(Command)
+
+
+@dataclass
+class Deployer:
+    """The resources the handlers share, opened in :meth:`start`, closed in :meth:`stop`."""
+
+    settings: DeployerSettings
+    subjects: Subjects = field(init=False)
+    nc: Client = field(init=False)
+    store: FunctionStore = field(init=False)
+    runtime: Runtime = field(init=False)
+    reconciler: Reconciler = field(init=False)
+    _loop_task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.subjects = Subjects(self.settings.nats_prefix)
+
+    async def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(self.settings.resolved_database_url)
+        await migrate.upgrade(engine)
+        self.store = FunctionStore(engine, self.settings)
+        self.nc = await bus.wait_for_nats(self.settings.nats_url, "pyfaas-deployer")
+        await ensure_streams(self.nc.jetstream(), self.subjects)
+        self.runtime = make_runtime(self.settings, self._on_exit)
+        self.reconciler = Reconciler(self.store, self.runtime, self.publish_state, self.settings)
+
+    async def begin_reconciling(self) -> None:
+        await self.runtime.start()
+        self._loop_task = asyncio.create_task(self.reconciler.run_periodically())
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self.reconciler.close()
+        await self.runtime.close()
+        await self.nc.drain()
+        await self.store.engine.dispose()
+
+    async def _on_exit(self, function_id: UUID, reason: str) -> None:
+        await self.reconciler.on_exit(function_id, reason)
+
+    async def publish_state(self, row: FunctionRow) -> None:
+        """Tell the gateway (and anyone else) what changed. Losing one is survivable: the
+        gateway also reads the database on a miss and on an upstream failure."""
+        event = StateChanged(function=self.store.view(row))
+        try:
+            await self.nc.jetstream().publish(
+                self.subjects.event(row.id, row.state), bus.encode(event), timeout=2.0
+            )
+        except Exception as exc:
+            log.warning("could not publish state event", extra={"error": repr(exc)})
+
+    # --- commands --------------------------------------------------------------------
+    async def handle_command(self, msg: NatsMessage) -> None:
+        meta = msg.raw_message.metadata
+        try:
+            command = _commands.validate_json(msg.body)
+        except ValidationError as exc:
+            # It will never parse: do not redeliver it.
+            log.error("refusing a command that does not parse", extra={"error": str(exc)})
+            raise RejectMessage() from exc
+        with function_context(command.function_id):
+            try:
+                applied = await self.store.apply(command, meta.sequence.stream)
+            except Exception as exc:
+                delivered = meta.num_delivered
+                if delivered >= self.settings.command_max_deliver:
+                    reason = (
+                        f"the {command.kind} command failed {delivered} times and was given "
+                        f"up: {exc}"
+                    )
+                    log.error(reason)
+                    with contextlib.suppress(Exception):
+                        row = await self.store.give_up(command.function_id, reason)
+                        if row is not None:
+                            await self.publish_state(row)
+                    raise RejectMessage() from exc
+                delay = min(0.5 * 2 ** (delivered - 1), 30.0)
+                level = logging.INFO if isinstance(exc, CommandTooEarly) else logging.WARNING
+                log.log(level, "command not applied yet; retrying in %gs: %s", delay, exc)
+                raise NackMessage(delay=delay) from exc
+            if applied.changed and applied.row is not None:
+                log.info("applied %s command", command.kind, extra={"seq": meta.sequence.stream})
+                await self.publish_state(applied.row)
+            if applied.row is not None:
+                self.reconciler.schedule(command.function_id)
+
+    # --- reads -----------------------------------------------------------------------
+    async def handle_get(self, body: bytes) -> bytes:
+        try:
+            query = GetQuery.model_validate_json(body)
+        except ValidationError as exc:
+            return _reply(GetReply(error=QueryError(status=400, title="Bad query", detail=str(exc))))
+        row = await self.store.get(query.id)
+        if row is not None and row.state != State.DELETED:
+            return _reply(GetReply(function=self.store.view(row)))
+        if row is None:
+            pending = await self._pending_create(query.id)
+            if pending is not None:
+                return _reply(GetReply(function=pending))
+        return _reply(GetReply(error=QueryError(
+            status=404, title="Not found", detail=f"no function with id {query.id}")))  # fmt: skip
+
+    async def _pending_create(self, function_id: UUID) -> FunctionView | None:
+        """A create accepted by JetStream but not applied yet still answers a read (as
+        ``pending``), so a GET right after the API's 202 never says 404."""
+        try:
+            msg = await self.nc.jetstream().get_last_msg(
+                self.subjects.command_stream, self.subjects.command("create", function_id)
+            )
+        except NotFoundError:
+            return None
+        if msg.data is None:
+            return None
+        try:
+            create = CreateFunction.model_validate_json(msg.data)
+        except ValidationError:
+            return None
+        return FunctionView(
+            id=create.function_id, user=create.owner, name=create.name, state=State.PENDING,
+            desired=Desired.RUNNING, url=self.settings.function_url(create.function_id),
+            generation=1, observed_generation=0, runtime=create.runtime, env=create.env,
+            idle_timeout=create.idle_timeout, created_at=create.issued_at,
+            updated_at=create.issued_at,
+        )  # fmt: skip
+
+    async def handle_list(self, body: bytes) -> bytes:
+        try:
+            query = ListQuery.model_validate_json(body)
+        except ValidationError as exc:
+            return _reply(ListReply(error=QueryError(status=400, title="Bad query", detail=str(exc))))
+        rows = await self.store.list_for(query.user)
+        return _reply(ListReply(functions=[self.store.view(r) for r in rows]))
+
+    async def handle_logs(self, body: bytes) -> bytes:
+        try:
+            query = LogsQuery.model_validate_json(body)
+        except ValidationError as exc:
+            return _reply(LogsReply(error=QueryError(status=400, title="Bad query", detail=str(exc))))
+        row = await self.store.get(query.id)
+        if row is None or row.state == State.DELETED:
+            return _reply(LogsReply(error=QueryError(
+                status=404, title="Not found", detail=f"no function with id {query.id}")))  # fmt: skip
+        return _reply(LogsReply(lines=await self.runtime.logs(query.id, query.tail)))
+
+
+def _reply(message: Any) -> bytes:
+    return bytes(message.model_dump_json().encode())
+
+
+def build_app(settings: DeployerSettings | None = None) -> FastStream:
+    settings = settings or DeployerSettings()
+    subjects = Subjects(settings.nats_prefix)
+    deployer = Deployer(settings)
+    broker = NatsBroker(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+
+    @broker.subscriber(
+        subjects.all_commands,
+        stream=JStream(subjects.command_stream, declare=False),
+        durable=subjects.deployer_durable,
+        pull_sub=PullSub(batch_size=16, timeout=1.0),
+        config=ConsumerConfig(max_deliver=settings.command_max_deliver, ack_wait=30),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="commands",
+        description="create, update, delete, sleep and wake commands for one function",
+    )
+    async def on_command(msg: NatsMessage) -> None:
+        await deployer.handle_command(msg)
+
+    @broker.subscriber(subjects.query("get"), queue="deployer", title="get")
+    async def on_get(msg: NatsMessage) -> bytes:
+        return await deployer.handle_get(msg.body)
+
+    @broker.subscriber(subjects.query("list"), queue="deployer", title="list")
+    async def on_list(msg: NatsMessage) -> bytes:
+        return await deployer.handle_list(msg.body)
+
+    @broker.subscriber(subjects.query("logs"), queue="deployer", title="logs")
+    async def on_logs(msg: NatsMessage) -> bytes:
+        return await deployer.handle_logs(msg.body)
+
+    return FastStream(
+        broker,
+        on_startup=[deployer.start],
+        after_startup=[deployer.begin_reconciling],
+        on_shutdown=[deployer.stop],
+    )
+
+
+def main() -> None:
+    settings = DeployerSettings()
+    setup_logging("deployer", settings.log_level)
+    asyncio.run(build_app(settings).run(log_level=logging.WARNING))

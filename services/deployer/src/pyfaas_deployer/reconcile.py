@@ -1,0 +1,206 @@
+"""The level-triggered controller: drive each function's runtime towards its desired state.
+
+Commands (``app.py``) only change desired state and then call :meth:`Reconciler.schedule`.
+A reconcile reads the row, asks the runtime to converge, and records what it observed,
+under a per-function lock so that two reconciles of one function never interleave. A
+periodic full pass repairs what a crash left behind: functions that should run but do not,
+and runtime objects that belong to no function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
+from pyfaas_common.db import FunctionRow
+from pyfaas_common.logs import function_context
+from pyfaas_common.messages import Desired, State
+
+from .runtime import FunctionSpec, Observation, Runtime
+from .settings import DeployerSettings
+from .store import FunctionStore
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[FunctionRow], Awaitable[None]]
+
+STABLE_AFTER_SECONDS = 30.0
+"""A function that served this long before exiting starts its back-off from scratch."""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: FunctionStore,
+        runtime: Runtime,
+        publish: Publish,
+        settings: DeployerSettings,
+        concurrency: int = 8,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.publish = publish
+        self.settings = settings
+        self._locks: dict[UUID, asyncio.Lock] = {}
+        self._queued: set[UUID] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failures: dict[UUID, int] = {}
+        self._ready_since: dict[UUID, float] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        self._closing = False
+
+    # --- scheduling ------------------------------------------------------------------
+    def schedule(self, function_id: UUID, delay: float = 0.0) -> None:
+        """Reconcile soon; several requests for one function before it starts become one."""
+        if self._closing or (delay == 0 and function_id in self._queued):
+            return
+        task = asyncio.create_task(self._run(function_id, delay))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, function_id: UUID, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+            if function_id in self._queued:
+                return
+        self._queued.add(function_id)
+        try:
+            async with self._slots:
+                self._queued.discard(function_id)
+                await self.reconcile(function_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            with function_context(function_id):
+                log.exception("reconcile failed; retrying")
+            self.schedule(function_id, delay=self._backoff(function_id))
+        finally:
+            self._queued.discard(function_id)
+
+    def _backoff(self, function_id: UUID) -> float:
+        failures = self._failures.get(function_id, 0) + 1
+        self._failures[function_id] = failures
+        return float(min(2 ** (failures - 1), self.settings.restart_backoff_max))
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        """For tests and shutdown: wait until no reconcile is running or queued."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- one function ----------------------------------------------------------------
+    def _lock(self, function_id: UUID) -> asyncio.Lock:
+        return self._locks.setdefault(function_id, asyncio.Lock())
+
+    async def reconcile(self, function_id: UUID) -> None:
+        with function_context(function_id):
+            async with self._lock(function_id):
+                row = await self.store.get(function_id)
+                if row is None:
+                    if function_id in await self.runtime.managed():
+                        log.info("deleting runtime objects of an unknown function")
+                        await self.runtime.delete(function_id)
+                    return
+                if row.desired == Desired.DELETED:
+                    await self._delete(row)
+                elif row.desired == Desired.SLEEPING:
+                    await self._sleep(row)
+                else:
+                    await self._run_function(row)
+            if row.desired == Desired.DELETED and row.state == State.DELETED:
+                self._forget(function_id)
+
+    def _forget(self, function_id: UUID) -> None:
+        self._locks.pop(function_id, None)
+        self._failures.pop(function_id, None)
+        self._ready_since.pop(function_id, None)
+
+    async def _record(
+        self, row: FunctionRow, generation: int, state: State, obs: Observation | None = None
+    ) -> None:
+        changed = await self.store.observe(
+            row.id,
+            generation=generation,
+            state=state,
+            reason=obs.reason if obs else "",
+            endpoint=obs.endpoint if obs else None,
+        )
+        if changed is not None:
+            log.info("function is %s", state.value, extra={"generation": generation})
+            await self.publish(changed)
+
+    async def _delete(self, row: FunctionRow) -> None:
+        await self.runtime.delete(row.id)  # also when already deleted: clears leftovers
+        if row.state != State.DELETED:
+            await self._record(row, row.generation, State.DELETED)
+
+    async def _sleep(self, row: FunctionRow) -> None:
+        if row.state == State.SLEEPING and row.observed_generation == row.generation:
+            return
+        await self.runtime.sleep(row.id)
+        self._ready_since.pop(row.id, None)
+        await self._record(row, row.generation, State.SLEEPING, Observation(
+            state="sleeping", reason=row.reason))  # fmt: skip
+
+    async def _run_function(self, row: FunctionRow) -> None:
+        if row.state == State.READY and row.observed_generation == row.generation:
+            seen = await self.runtime.observe(row.id)
+            if seen.state == "ready" and seen.endpoint == row.endpoint:
+                return
+        if row.state != State.DEPLOYING:
+            # Keep the reason of a failure visible while the next attempt runs.
+            await self._record(row, row.observed_generation, State.DEPLOYING, Observation(
+                state="deploying", reason=row.reason if row.state == State.FAILED else ""))  # fmt: skip
+        spec = FunctionSpec(
+            id=row.id, owner=row.owner, name=row.name, code=row.code,
+            env=dict(row.env), generation=row.generation,
+        )  # fmt: skip
+        obs = await self.runtime.apply(spec)
+        if obs.state == "ready":
+            self._ready_since[row.id] = time.monotonic()
+            await self._record(row, row.generation, State.READY, obs)
+        else:
+            await self._record(row, row.generation, State.FAILED, obs)
+            delay = self._backoff(row.id)
+            log.warning("function failed; next attempt in %gs", delay)
+            self.schedule(row.id, delay=delay)
+
+    # --- events from the runtime -----------------------------------------------------
+    async def on_exit(self, function_id: UUID, reason: str) -> None:
+        """A function that was serving stopped by itself: record why, restart with back-off."""
+        since = self._ready_since.pop(function_id, None)
+        if since is not None and time.monotonic() - since > STABLE_AFTER_SECONDS:
+            self._failures.pop(function_id, None)
+        with function_context(function_id):
+            async with self._lock(function_id):
+                row = await self.store.get(function_id)
+                if row is None or row.desired != Desired.RUNNING:
+                    return
+                await self._record(row, row.observed_generation, State.FAILED, Observation(
+                    state="failed", reason=reason))  # fmt: skip
+        self.schedule(function_id, delay=self._backoff(function_id))
+
+    # --- everything ------------------------------------------------------------------
+    async def full_pass(self) -> None:
+        managed = await self.runtime.managed()
+        for function_id in await self.store.needing_reconcile():
+            self.schedule(function_id)
+        known = await self.store.known_ids()
+        for orphan in managed - known:
+            self.schedule(orphan)
+
+    async def run_periodically(self) -> None:
+        while True:
+            try:
+                await self.full_pass()
+            except Exception:
+                log.exception("full reconcile failed; trying again next interval")
+            await asyncio.sleep(self.settings.reconcile_interval)

@@ -1,0 +1,362 @@
+"""The local runtime: each function is a supervised child process on this machine.
+
+Used by ``make dev`` and whenever no cluster is configured. Each function lives in
+``$PYFAAS_DATA_DIR/functions/{id}/`` (``main.py``, ``function.log``, ``process.json``)
+and runs as ``uv run --script main.py`` in its own process group on a free loopback port.
+
+A deployer that crashes (SIGKILL) leaves its functions running; the next one adopts them
+from ``process.json`` instead of starting them twice. A clean stop stops them too, unless
+``PYFAAS_LOCAL_STOP_ON_SHUTDOWN=false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+from uv import find_uv_bin
+
+from pyfaas_common.logs import function_context
+
+from ..settings import DeployerSettings
+from .base import ExitCallback, FunctionSpec, Observation
+
+log = logging.getLogger(__name__)
+
+LOG_ROTATE_BYTES = 10 * 1024 * 1024
+STOP_GRACE_SECONDS = 5.0
+
+# What a function inherits from the deployer's environment: enough for uv to find Python
+# and reach the package index, nothing of the platform's own configuration.
+_INHERITED_ENV = (
+    "PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Process:
+    function_id: UUID
+    pid: int
+    port: int
+    digest: str
+    child: asyncio.subprocess.Process | None = None
+    """None when adopted from an earlier deployer (not our child: we poll it)."""
+    ready: bool = False
+    stopping: bool = False
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        if self.child is not None:
+            return self.child.returncode is None
+        return _pid_alive(self.pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 0.5)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last ``count`` lines of a file, read from its end."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            block = 8192
+            data = b""
+            while end > 0 and data.count(b"\n") <= count:
+                start = max(0, end - block)
+                f.seek(start)
+                data = f.read(end - start) + data
+                end = start
+                block *= 2
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-count:]
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, settings: DeployerSettings, on_exit: ExitCallback) -> None:
+        self.settings = settings
+        self.root = (settings.data_dir / "functions").resolve()
+        self.on_exit = on_exit
+        self._procs: dict[UUID, _Process] = {}
+        self._uv = find_uv_bin()
+
+    # --- paths ---------------------------------------------------------------------
+    def _dir(self, function_id: UUID) -> Path:
+        return self.root / str(function_id)
+
+    def _log_path(self, function_id: UUID) -> Path:
+        return self._dir(function_id) / "function.log"
+
+    def _state_path(self, function_id: UUID) -> Path:
+        return self._dir(function_id) / "process.json"
+
+    # --- life cycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for state_file in self.root.glob("*/process.json"):
+            self._adopt(state_file)
+
+    def _adopt(self, state_file: Path) -> None:
+        try:
+            record = json.loads(state_file.read_text())
+            function_id = UUID(state_file.parent.name)
+            pid, port, digest = int(record["pid"]), int(record["port"]), str(record["digest"])
+        except (OSError, ValueError, KeyError):
+            state_file.unlink(missing_ok=True)
+            return
+        main_py = str(state_file.parent / "main.py")
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            cmdline = ""
+        if not _pid_alive(pid) or main_py not in cmdline:
+            state_file.unlink(missing_ok=True)
+            return
+        proc = _Process(function_id, pid, port, digest, ready=True)
+        proc.watcher = asyncio.create_task(self._watch(proc))
+        self._procs[function_id] = proc
+        with function_context(function_id):
+            log.info("adopted running function", extra={"pid": pid, "port": port})
+
+    async def close(self) -> None:
+        procs = list(self._procs.values())
+        if self.settings.local_stop_on_shutdown:
+            await asyncio.gather(*(self._stop(p) for p in procs), return_exceptions=True)
+        else:
+            for p in procs:
+                p.stopping = True
+                if p.watcher:
+                    p.watcher.cancel()
+        self._procs.clear()
+
+    # --- the Runtime interface -------------------------------------------------------
+    async def apply(self, spec: FunctionSpec) -> Observation:
+        current = self._procs.get(spec.id)
+        if current is not None and current.digest == spec.digest and current.alive():
+            return await self._wait_ready(current)
+        if current is not None:
+            await self._stop(current)
+        proc = await self._spawn(spec)
+        return await self._wait_ready(proc)
+
+    async def sleep(self, function_id: UUID) -> Observation:
+        await self._stop_id(function_id)
+        return Observation(state="sleeping")
+
+    async def delete(self, function_id: UUID) -> Observation:
+        await self._stop_id(function_id)
+        await asyncio.to_thread(shutil.rmtree, self._dir(function_id), True)
+        return Observation(state="absent")
+
+    async def observe(self, function_id: UUID) -> Observation:
+        proc = self._procs.get(function_id)
+        if proc is None or not proc.alive():
+            return Observation(state="absent")
+        if await _accepts(proc.port):
+            return Observation(state="ready", endpoint=proc.endpoint)
+        return Observation(state="deploying", endpoint=proc.endpoint)
+
+    async def managed(self) -> set[UUID]:
+        ids: set[UUID] = set()
+        if not self.root.exists():
+            return ids
+        for entry in self.root.iterdir():
+            with contextlib.suppress(ValueError):
+                ids.add(UUID(entry.name))
+        return ids
+
+    async def logs(self, function_id: UUID, tail: int) -> list[str]:
+        return await asyncio.to_thread(tail_lines, self._log_path(function_id), tail)
+
+    # --- processes -------------------------------------------------------------------
+    def _environment(self, spec: FunctionSpec, port: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in _INHERITED_ENV or k.startswith("UV_")}
+        env.update(spec.env)
+        env.update(
+            PORT=str(port),
+            HOST="127.0.0.1",
+            PYTHONUNBUFFERED="1",
+            UV_NO_PROGRESS="1",
+            PYFAAS_FUNCTION_ID=str(spec.id),
+            PYFAAS_FUNCTION_NAME=spec.name,
+        )
+        return env
+
+    async def _spawn(self, spec: FunctionSpec) -> _Process:
+        directory = self._dir(spec.id)
+        directory.mkdir(parents=True, exist_ok=True)
+        main_py = directory / "main.py"
+        tmp = directory / "main.py.tmp"
+        tmp.write_text(spec.code, encoding="utf-8")
+        tmp.replace(main_py)
+
+        log_path = self._log_path(spec.id)
+        if log_path.exists() and log_path.stat().st_size > LOG_ROTATE_BYTES:
+            log_path.replace(log_path.with_suffix(".log.1"))
+        port = _free_port()
+        with log_path.open("ab") as log_file:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log_file.write(
+                f"--- pyfaas: starting generation {spec.generation} on port {port} at {stamp}\n"
+                .encode()
+            )
+            log_file.flush()
+            child = await asyncio.create_subprocess_exec(
+                self._uv, "run", "--script", str(main_py),
+                cwd=directory,
+                env=self._environment(spec, port),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped as one, survives us
+            )  # fmt: skip
+        proc = _Process(spec.id, child.pid, port, spec.digest, child=child)
+        self._procs[spec.id] = proc
+        self._state_path(spec.id).write_text(
+            json.dumps({"pid": child.pid, "port": port, "digest": spec.digest,
+                        "generation": spec.generation, "started_at": stamp})
+        )  # fmt: skip
+        proc.watcher = asyncio.create_task(self._watch(proc))
+        with function_context(spec.id):
+            log.info("started function", extra={"pid": child.pid, "port": port})
+        return proc
+
+    async def _wait_ready(self, proc: _Process) -> Observation:
+        """Ready means the port accepts connections, not merely that a process exists."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.start_timeout
+        delay = 0.01
+        while True:
+            if await _accepts(proc.port) and proc.alive():
+                proc.ready = True
+                return Observation(state="ready", endpoint=proc.endpoint)
+            if not proc.alive():
+                code = proc.child.returncode if proc.child else None
+                self._forget(proc)
+                return Observation(state="failed", reason=self._exit_reason(proc, code))
+            if loop.time() > deadline:
+                await self._stop(proc)
+                tail = "\n".join(tail_lines(self._log_path(proc.function_id), 20))
+                return Observation(
+                    state="failed",
+                    reason=f"did not accept connections on $PORT within "
+                    f"{self.settings.start_timeout:g}s (PYFAAS_START_TIMEOUT); serve HTTP on "
+                    f"0.0.0.0:$PORT. Last log lines:\n{tail}",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def _exit_reason(self, proc: _Process, code: int | None) -> str:
+        tail = "\n".join(tail_lines(self._log_path(proc.function_id), 20))
+        how = f"exited with code {code}" if code is not None else "exited"
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"was killed by {signal.Signals(-code).name}"
+        return f"the function {how}. Last log lines:\n{tail}"
+
+    async def _watch(self, proc: _Process) -> None:
+        """Tell the reconciler when a function that was serving stops by itself."""
+        if proc.child is not None:
+            code: int | None = await proc.child.wait()
+        else:
+            while _pid_alive(proc.pid):
+                await asyncio.sleep(1.0)
+            code = None
+        if proc.stopping or not proc.ready:
+            return  # stopped on purpose, or _wait_ready reports it
+        self._forget(proc)
+        with function_context(proc.function_id):
+            log.warning("function exited", extra={"code": code})
+        await self.on_exit(proc.function_id, self._exit_reason(proc, code))
+
+    def _forget(self, proc: _Process) -> None:
+        if self._procs.get(proc.function_id) is proc:
+            del self._procs[proc.function_id]
+            self._state_path(proc.function_id).unlink(missing_ok=True)
+
+    async def _stop_id(self, function_id: UUID) -> None:
+        proc = self._procs.get(function_id)
+        if proc is not None:
+            await self._stop(proc)
+        else:
+            self._state_path(function_id).unlink(missing_ok=True)
+
+    async def _stop(self, proc: _Process) -> None:
+        proc.stopping = True
+        self._forget(proc)
+        for sig, grace in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            if await self._exited(proc, grace):
+                break
+        if proc.watcher is not None and proc.watcher is not asyncio.current_task():
+            proc.watcher.cancel()
+        # Stray members of the group (a script's own children) go too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    @staticmethod
+    async def _exited(proc: _Process, grace: float) -> bool:
+        if proc.child is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.child.wait()), grace)
+            except TimeoutError:
+                return False
+            return True
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not _pid_alive(proc.pid):
+                return True
+            await asyncio.sleep(0.05)
+        return False

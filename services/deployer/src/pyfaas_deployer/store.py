@@ -1,0 +1,212 @@
+"""Function state in the database: the deployer is its only writer.
+
+Commands change only what is *desired* (and bump ``generation``); the reconciler records
+what it *observed*. Each command carries its JetStream sequence, and a command older than
+the last one applied to a function is ignored, so duplicates, redeliveries and reordering
+are harmless. Deleted functions stay as tombstones so a late create cannot resurrect them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from pyfaas_common.db import FunctionRow, sessionmaker
+from pyfaas_common.messages import (
+    CommandBase,
+    CreateFunction,
+    DeleteFunction,
+    Desired,
+    FunctionView,
+    SleepFunction,
+    State,
+    UpdateFunction,
+    WakeFunction,
+    utcnow,
+)
+from pyfaas_common.settings import PlatformSettings
+
+
+class CommandTooEarly(Exception):
+    """The command is about a function whose create has not been applied yet: retry later."""
+
+    def __str__(self) -> str:
+        return f"no function {self.args[0]} yet; its create has not arrived"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    row: FunctionRow | None
+    changed: bool
+
+
+def digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+class FunctionStore:
+    def __init__(self, engine: AsyncEngine, settings: PlatformSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._session = sessionmaker(engine)
+
+    # --- reads ---------------------------------------------------------------------
+    async def get(self, function_id: UUID) -> FunctionRow | None:
+        async with self._session() as s:
+            return await s.get(FunctionRow, function_id)
+
+    async def list_for(self, owner: str) -> list[FunctionRow]:
+        async with self._session() as s:
+            rows = await s.scalars(
+                select(FunctionRow)
+                .where(FunctionRow.owner == owner, FunctionRow.state != State.DELETED)
+                .order_by(FunctionRow.created_at)
+            )
+            return list(rows)
+
+    async def needing_reconcile(self) -> list[UUID]:
+        """Every function that is not known to be where it should be, plus every running
+        one (a full reconcile also checks that what is there still serves)."""
+        async with self._session() as s:
+            rows = await s.scalars(select(FunctionRow.id).where(FunctionRow.state != State.DELETED))
+            return list(rows)
+
+    async def known_ids(self) -> set[UUID]:
+        async with self._session() as s:
+            rows = await s.scalars(select(FunctionRow.id).where(FunctionRow.state != State.DELETED))
+            return set(rows)
+
+    def view(self, row: FunctionRow) -> FunctionView:
+        return FunctionView(
+            id=row.id,
+            user=row.owner,
+            name=row.name,
+            state=State(row.state),
+            desired=Desired(row.desired),
+            reason=row.reason,
+            url=self.settings.function_url(row.id),
+            endpoint=row.endpoint,
+            generation=row.generation,
+            observed_generation=row.observed_generation,
+            runtime=row.runtime,
+            env=dict(row.env),
+            idle_timeout=row.idle_timeout,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    # --- commands ------------------------------------------------------------------
+    async def apply(self, command: CommandBase, seq: int) -> Applied:
+        async with self._session() as s, s.begin():
+            row = await s.get(FunctionRow, command.function_id, with_for_update=True)
+            if isinstance(command, CreateFunction):
+                return await self._create(s, row, command, seq)
+            if row is None:
+                if isinstance(command, DeleteFunction):
+                    s.add(self._tombstone(command, seq))
+                    return Applied(None, changed=False)
+                raise CommandTooEarly(command.function_id)
+            if seq <= row.last_command_seq or row.desired == Desired.DELETED:
+                return Applied(row, changed=False)
+            row.last_command_seq = seq
+            now = utcnow()
+            if isinstance(command, UpdateFunction):
+                if command.code is not None:
+                    row.code, row.code_digest = command.code, digest(command.code)
+                if command.env is not None:
+                    row.env = dict(command.env)
+                if "idle_timeout" in command.model_fields_set:
+                    row.idle_timeout = command.idle_timeout
+            elif isinstance(command, DeleteFunction):
+                row.desired, row.state, row.reason = Desired.DELETED, State.DELETING, ""
+            elif isinstance(command, SleepFunction):
+                if row.desired != Desired.RUNNING:
+                    return Applied(row, changed=False)
+                row.desired, row.reason = Desired.SLEEPING, command.reason
+            elif isinstance(command, WakeFunction):
+                if row.desired != Desired.SLEEPING:
+                    return Applied(row, changed=False)
+                row.desired = Desired.RUNNING
+            row.generation += 1
+            row.updated_at = now
+            return Applied(row, changed=True)
+
+    async def _create(
+        self, s: AsyncSession, row: FunctionRow | None, command: CreateFunction, seq: int
+    ) -> Applied:
+        if row is not None:  # a duplicate, or a create that lost the race to its delete
+            return Applied(row, changed=False)
+        now = utcnow()
+        row = FunctionRow(
+            id=command.function_id,
+            owner=command.owner,
+            name=command.name,
+            code=command.code,
+            code_digest=digest(command.code),
+            env=dict(command.env),
+            runtime=command.runtime,
+            idle_timeout=command.idle_timeout,
+            desired=Desired.RUNNING,
+            state=State.PENDING,
+            reason="",
+            endpoint=None,
+            generation=1,
+            observed_generation=0,
+            last_command_seq=seq,
+            created_at=command.issued_at,
+            updated_at=now,
+        )
+        s.add(row)
+        return Applied(row, changed=True)
+
+    @staticmethod
+    def _tombstone(command: CommandBase, seq: int) -> FunctionRow:
+        now = utcnow()
+        return FunctionRow(
+            id=command.function_id, owner="", name="", code="", code_digest="", env={},
+            runtime="", idle_timeout=None, desired=Desired.DELETED, state=State.DELETED,
+            reason="deleted before it was created", endpoint=None, generation=1,
+            observed_generation=1, last_command_seq=seq, created_at=now, updated_at=now,
+        )  # fmt: skip
+
+    async def give_up(self, function_id: UUID, reason: str) -> FunctionRow | None:
+        """A command failed on every delivery: say so on the function."""
+        async with self._session() as s, s.begin():
+            row = await s.get(FunctionRow, function_id, with_for_update=True)
+            if row is None or row.state == State.DELETED:
+                return None
+            row.state, row.reason, row.updated_at = State.FAILED, reason, utcnow()
+            return row
+
+    # --- observations --------------------------------------------------------------
+    async def observe(
+        self,
+        function_id: UUID,
+        *,
+        generation: int,
+        state: State,
+        reason: str = "",
+        endpoint: str | None = None,
+    ) -> FunctionRow | None:
+        """Record what the reconciler saw for ``generation``; returns the row if anything
+        a user can see changed."""
+        async with self._session() as s, s.begin():
+            row = await s.get(FunctionRow, function_id, with_for_update=True)
+            if row is None:
+                return None
+            before = (row.state, row.reason, row.endpoint, row.observed_generation)
+            row.state, row.reason, row.endpoint = state, reason, endpoint
+            row.observed_generation = max(row.observed_generation, generation)
+            if (row.state, row.reason, row.endpoint, row.observed_generation) == before:
+                return None
+            row.updated_at = utcnow()
+            return row
+
+    async def last_change(self, function_id: UUID) -> datetime | None:
+        row = await self.get(function_id)
+        return row.updated_at if row else None
