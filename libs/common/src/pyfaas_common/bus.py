@@ -44,13 +44,13 @@ async def connect(url: str, name: str, **options: Any) -> Client:
     )
 
 
-async def wait_for_nats(url: str, name: str, timeout: float = 30.0) -> Client:
+async def wait_for_nats(url: str, name: str, timeout: float = 30.0, **options: Any) -> Client:
     """Connect, retrying with back-off until ``timeout`` (services may start before NATS)."""
     deadline = asyncio.get_running_loop().time() + timeout
     delay = 0.1
     while True:
         try:
-            return await connect(url, name)
+            return await connect(url, name, **options)
         except Exception as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise ConnectionError(f"cannot reach NATS at {url}: {exc!r}") from exc

@@ -99,6 +99,9 @@ class FunctionAccess(Base):
     bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
     in_flight: Mapped[int] = mapped_column(Integer, default=0)
     open_streams: Mapped[int] = mapped_column(Integer, default=0)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Stream sequence of the last access record applied: a redelivered record is not
+    counted twice."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -130,3 +130,52 @@ def field_errors(exc: Any) -> list[tuple[str, str]]:
             msg = msg[len("Value error, ") :]
         out.append((loc, msg))
     return out
+
+
+class FunctionResource(BaseModel):
+    """A function as the API returns it."""
+
+    id: str = Field(description="The function's id (a UUID); also the path under the gateway.")
+    user: str
+    name: str
+    state: str = Field(
+        description="pending, deploying, ready, failed, sleeping, deleting or deleted",
+        examples=["ready"],
+    )
+    desired: str = Field(description="running, sleeping or deleted")
+    reason: str = Field(description="Why the function is in its state, in words; '' if fine.")
+    url: str = Field(description="Where to call it: the gateway's address for this function.")
+    generation: int = Field(description="Bumped by every change a user or the reaper asks for.")
+    observed_generation: int = Field(description="The generation the state describes.")
+    runtime: str
+    env: dict[str, str]
+    idle_timeout: int | None = Field(description="Seconds of idleness before sleep; 0: never.")
+    created_at: str
+    updated_at: str
+
+
+class FunctionList(BaseModel):
+    functions: list[FunctionResource]
+
+
+class FunctionLogs(BaseModel):
+    id: str
+    lines: list[str]
+
+
+class ProblemField(BaseModel):
+    field: str = Field(examples=["code"])
+    message: str = Field(examples=["is not valid Python: invalid syntax at line 3, column 5"])
+
+
+class ProblemDetail(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong and what to do about it.")
+    instance: str | None = None
+    errors: list[ProblemField] | None = Field(
+        default=None, description="For invalid requests: each field and what to change."
+    )

@@ -36,9 +36,7 @@ ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV = {"PORT", "HOST", "PATH", "HOME", "UV_CACHE_DIR", "PYTHONPATH"}
 
 # PEP 723's reference regular expression.
-_BLOCK_RE = re.compile(
-    r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
-)
+_BLOCK_RE = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +94,7 @@ def _metadata_block(code: str) -> str | None:
     )
 
 
-def parse_script(
-    code: str, python_versions: Sequence[str] | None = None
-) -> ScriptMetadata:
+def parse_script(code: str, python_versions: Sequence[str] | None = None) -> ScriptMetadata:
     """Return the script's PEP 723 metadata, or raise :class:`InvalidScript`."""
     try:
         raw = code.encode("utf-8")
@@ -125,8 +121,7 @@ def parse_script(
             [
                 FieldError(
                     "code",
-                    f"is not valid Python: {exc.msg} at line {exc.lineno}, "
-                    f"column {exc.offset}",
+                    f"is not valid Python: {exc.msg} at line {exc.lineno}, column {exc.offset}",
                 )
             ]
         ) from None
@@ -138,7 +133,7 @@ def parse_script(
                 FieldError(
                     "code",
                     "has no PEP 723 metadata block; start the script with\n"
-                    "# /// script\n# requires-python = \">=3.11\"\n# dependencies = []\n# ///",
+                    '# /// script\n# requires-python = ">=3.11"\n# dependencies = []\n# ///',
                 )
             ]
         )
@@ -176,7 +171,7 @@ def parse_script(
                     FieldError(
                         "code",
                         f"'requires-python' {requires_python!r} is not a valid version "
-                        "specifier; write e.g. \">=3.11\"",
+                        'specifier; write e.g. ">=3.11"',
                     )
                 )
             else:

@@ -149,7 +149,9 @@ class Deployer:
         try:
             query = GetQuery.model_validate_json(body)
         except ValidationError as exc:
-            return _reply(GetReply(error=QueryError(status=400, title="Bad query", detail=str(exc))))
+            return _reply(
+                GetReply(error=QueryError(status=400, title="Bad query", detail=str(exc)))
+            )
         row = await self.store.get(query.id)
         if row is not None and row.state != State.DELETED:
             return _reply(GetReply(function=self.store.view(row)))
@@ -187,7 +189,9 @@ class Deployer:
         try:
             query = ListQuery.model_validate_json(body)
         except ValidationError as exc:
-            return _reply(ListReply(error=QueryError(status=400, title="Bad query", detail=str(exc))))
+            return _reply(
+                ListReply(error=QueryError(status=400, title="Bad query", detail=str(exc)))
+            )
         rows = await self.store.list_for(query.user)
         return _reply(ListReply(functions=[self.store.view(r) for r in rows]))
 
@@ -195,7 +199,9 @@ class Deployer:
         try:
             query = LogsQuery.model_validate_json(body)
         except ValidationError as exc:
-            return _reply(LogsReply(error=QueryError(status=400, title="Bad query", detail=str(exc))))
+            return _reply(
+                LogsReply(error=QueryError(status=400, title="Bad query", detail=str(exc)))
+            )
         row = await self.store.get(query.id)
         if row is None or row.state == State.DELETED:
             return _reply(LogsReply(error=QueryError(

@@ -246,8 +246,7 @@ class LocalRuntime:
         with log_path.open("ab") as log_file:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log_file.write(
-                f"--- pyfaas: starting generation {spec.generation} on port {port} at {stamp}\n"
-                .encode()
+                f"--- pyfaas: starting generation {spec.generation} on port {port} at {stamp}\n".encode()
             )
             log_file.flush()
             child = await asyncio.create_subprocess_exec(

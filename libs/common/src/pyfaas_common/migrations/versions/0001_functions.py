@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("bytes_out", sa.BigInteger(), nullable=False),
         sa.Column("in_flight", sa.Integer(), nullable=False),
         sa.Column("open_streams", sa.Integer(), nullable=False),
+        sa.Column("last_seq", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
 

@@ -1,0 +1,91 @@
+"""The API's only way to the rest of pyfaas: commands to JetStream, reads by request/reply
+to the deployer. Turns every failure into a :class:`Problem` a person can act on."""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+from uuid import UUID
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from pydantic import BaseModel
+
+from pyfaas_common import bus
+from pyfaas_common.messages import (
+    CommandBase,
+    FunctionView,
+    GetQuery,
+    GetReply,
+    ListQuery,
+    ListReply,
+    LogsQuery,
+    LogsReply,
+    QueryError,
+)
+from pyfaas_common.problems import Problem, not_found, unavailable
+from pyfaas_common.subjects import QueryVerb, Subjects
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class DeployerClient:
+    def __init__(self, nc: Client, subjects: Subjects, timeout: float) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.timeout = timeout
+
+    async def send(self, command: CommandBase) -> None:
+        """Return once JetStream has stored the command; from then on it is not lost."""
+        try:
+            await bus.publish_command(self.nc, self.subjects, command, timeout=self.timeout)
+        except Exception as exc:
+            log.warning("command not accepted by JetStream", extra={"error": repr(exc)})
+            raise unavailable(
+                "the command could not be stored (NATS JetStream did not acknowledge it); "
+                "nothing was changed, retry in a moment",
+                retry_after=2,
+            ) from exc
+
+    async def _ask(self, verb: QueryVerb, query: BaseModel, reply_type: type[R]) -> R:
+        try:
+            msg = await self.nc.request(
+                self.subjects.query(verb), bus.encode(query), timeout=self.timeout
+            )
+        except NoRespondersError as exc:
+            raise unavailable("no deployer is running to answer; retry in a moment") from exc
+        except (NatsTimeout, TimeoutError) as exc:
+            raise unavailable(
+                f"the deployer did not answer within {self.timeout:g}s; retry in a moment"
+            ) from exc
+        return reply_type.model_validate_json(msg.data)
+
+    async def get(self, function_id: UUID) -> FunctionView:
+        reply = await self._ask("get", GetQuery(id=function_id), GetReply)
+        _raise(reply.error)
+        if reply.function is None:
+            raise not_found(f"no function with id {function_id}")
+        return reply.function
+
+    async def list(self, user: str) -> list[FunctionView]:
+        reply = await self._ask("list", ListQuery(user=user), ListReply)
+        _raise(reply.error)
+        return reply.functions
+
+    async def logs(self, function_id: UUID, tail: int) -> list[str]:
+        reply = await self._ask("logs", LogsQuery(id=function_id, tail=tail), LogsReply)
+        _raise(reply.error)
+        return reply.lines
+
+
+def _raise(error: QueryError | None) -> None:
+    if error is not None:
+        raise Problem(
+            error.status,
+            error.title,
+            error.detail,
+            "not-found" if error.status == 404 else "about:blank",
+        )

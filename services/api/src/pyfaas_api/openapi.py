@@ -1,0 +1,180 @@
+"""The OpenAPI 3.1 document, generated from the same pydantic models that validate the
+requests (``pyfaas_common.schemas``), so the document and the behaviour cannot drift."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from pyfaas_common.schemas import (
+    CreateRequest,
+    FunctionList,
+    FunctionLogs,
+    FunctionResource,
+    ListRequest,
+    ProblemDetail,
+    UpdateRequest,
+)
+
+REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(name)}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _ref("ProblemDetail")}},
+    }
+
+
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": "The function's id, as returned by the create.",
+}
+
+_COMMON_ERRORS = {
+    "503": _problem("NATS or the deployer is not reachable; retry after Retry-After seconds"),
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [
+            (CreateRequest, "validation"),
+            (UpdateRequest, "validation"),
+            (ListRequest, "validation"),
+            (FunctionResource, "serialization"),
+            (FunctionList, "serialization"),
+            (FunctionLogs, "serialization"),
+            (ProblemDetail, "serialization"),
+        ],
+        ref_template=REF,
+    )
+    accepted = {"description": "Accepted: the command is stored and will be carried out",
+                "content": _json("FunctionResource")}  # fmt: skip
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pyfaas",
+            "version": "1",
+            "description": "Deploy one Python script with PEP 723 metadata; call it under "
+            "/gateway/{id}/ on the gateway. Errors are RFC 9457 problem details.",
+        },
+        "paths": {
+            "/faas/python": {
+                "post": {
+                    "operationId": "createFunction",
+                    "summary": "Deploy a script",
+                    "requestBody": {"required": True, "content": _json("CreateRequest")},
+                    "responses": {
+                        "202": accepted,
+                        "400": _problem("The body is not JSON"),
+                        "413": _problem("The body is too large"),
+                        "422": _problem("A field is invalid; 'errors' says which and why"),
+                        **_COMMON_ERRORS,
+                    },
+                },
+                "get": {
+                    "operationId": "listFunctions",
+                    "summary": "List a user's functions",
+                    "parameters": [
+                        {
+                            "name": "user",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": 'Whose functions; or send {"user": ...} as body',
+                        }
+                    ],
+                    "requestBody": {"required": False, "content": _json("ListRequest")},
+                    "responses": {
+                        "200": {"description": "The functions", "content": _json("FunctionList")},
+                        "422": _problem("No user, or not a valid user name"),
+                        **_COMMON_ERRORS,
+                    },
+                },
+            },
+            "/faas/python/{id}": {
+                "parameters": [_ID],
+                "get": {
+                    "operationId": "getFunction",
+                    "summary": "One function with its state and reason",
+                    "responses": {
+                        "200": {
+                            "description": "The function",
+                            "content": _json("FunctionResource"),
+                        },
+                        "404": _problem("No such function"),
+                        **_COMMON_ERRORS,
+                    },
+                },
+                "put": {
+                    "operationId": "updateFunction",
+                    "summary": "New code or settings: a new generation, rolled out",
+                    "requestBody": {"required": True, "content": _json("UpdateRequest")},
+                    "responses": {
+                        "202": accepted,
+                        "404": _problem("No such function"),
+                        "422": _problem("A field is invalid"),
+                        **_COMMON_ERRORS,
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteFunction",
+                    "summary": "Delete a function",
+                    "responses": {
+                        "202": accepted,
+                        "404": _problem("No such function"),
+                        **_COMMON_ERRORS,
+                    },
+                },
+            },
+            "/faas/python/{id}/logs": {
+                "parameters": [_ID],
+                "get": {
+                    "operationId": "functionLogs",
+                    "summary": "Recent log lines of the function",
+                    "parameters": [
+                        {
+                            "name": "tail",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 10000,
+                                "default": 100,
+                            },
+                        }  # fmt: skip
+                    ],
+                    "responses": {
+                        "200": {"description": "Log lines", "content": _json("FunctionLogs")},
+                        "404": _problem("No such function"),
+                        "422": _problem("tail is out of range"),
+                        **_COMMON_ERRORS,
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "The API process is alive",
+                    "responses": {"200": {"description": "Alive"}},
+                }
+            },
+        },
+        "components": {"schemas": defs["$defs"]},
+    }

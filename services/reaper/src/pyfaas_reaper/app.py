@@ -1,0 +1,81 @@
+"""The reaper process: consumes the gateway's access records and keeps
+``function_access`` (``last_access_at``, call counts). The idle policy that acts on it
+(sleep, then delete) builds on this table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from faststream import AckPolicy, FastStream
+from faststream.exceptions import NackMessage, RejectMessage
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pyfaas_common import bus, migrate
+from pyfaas_common.db import make_engine
+from pyfaas_common.logs import setup_logging
+from pyfaas_common.messages import AccessRecord
+from pyfaas_common.streams import ensure_streams
+from pyfaas_common.subjects import Subjects
+
+from .access import record_access
+from .settings import ReaperSettings
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings: ReaperSettings | None = None) -> FastStream:
+    settings = settings or ReaperSettings()
+    subjects = Subjects(settings.nats_prefix)
+    broker = NatsBroker(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    engines: list[AsyncEngine] = []
+
+    async def start() -> None:
+        engine = make_engine(settings.resolved_database_url)
+        await migrate.wait_for_schema(engine)
+        engines.append(engine)
+        nc = await bus.wait_for_nats(settings.nats_url, "pyfaas-reaper")
+        await ensure_streams(nc.jetstream(), subjects)
+        await nc.close()
+
+    async def stop() -> None:
+        for engine in engines:
+            await engine.dispose()
+
+    @broker.subscriber(
+        subjects.all_access,
+        stream=JStream(subjects.access_stream, declare=False),
+        durable=subjects.reaper_durable,
+        pull_sub=PullSub(batch_size=64, timeout=1.0),
+        config=ConsumerConfig(max_deliver=20, ack_wait=30),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="access records",
+        description="what the gateway saw of each function, per interval",
+    )
+    async def on_access(msg: NatsMessage) -> None:
+        try:
+            record = AccessRecord.model_validate_json(msg.body)
+        except ValidationError as exc:
+            log.error("refusing an access record that does not parse", extra={"error": str(exc)})
+            raise RejectMessage() from exc
+        meta = msg.raw_message.metadata
+        try:
+            await record_access(engines[0], record, meta.sequence.stream)
+        except Exception as exc:
+            delay = min(0.5 * 2 ** (meta.num_delivered - 1), 30.0)
+            log.warning(
+                "could not record access; retrying in %gs", delay, extra={"error": repr(exc)}
+            )
+            raise NackMessage(delay=delay) from exc
+
+    return FastStream(broker, on_startup=[start], on_shutdown=[stop])
+
+
+def main() -> None:
+    settings = ReaperSettings()
+    setup_logging("reaper", settings.log_level)
+    asyncio.run(build_app(settings).run(log_level=logging.WARNING))
