@@ -1,0 +1,50 @@
+# The two commands that matter: `make dev` runs pyfaas on this machine, `make test` runs
+# every test. Both install what they need (uv from PyPI when it is missing, then the
+# locked dependencies) and start NATS (and, for tests, Postgres) when none is reachable.
+
+PYTHON ?= python3
+UV_SYSTEM := $(shell command -v uv 2>/dev/null)
+UV := $(if $(UV_SYSTEM),$(UV_SYSTEM),$(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: dev test lint unit integration e2e bench sync help
+
+help:
+	@echo "make dev    - run the whole platform on this machine (Ctrl-C stops it)"
+	@echo "make test   - lint, type-check and run every test"
+	@echo "make lint   - ruff, mypy and the import contracts only"
+	@echo "make bench  - print the benchmarks' figures"
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+.venv/.synced: uv.lock pyproject.toml $(wildcard */*/pyproject.toml) | $(UV)
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+sync: .venv/.synced
+
+dev: sync
+	$(RUN) faas dev
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) lint-imports
+	$(RUN) mypy
+
+test: lint
+	$(RUN) pytest
+
+unit: sync
+	$(RUN) pytest tests/unit
+
+integration: sync
+	$(RUN) pytest tests/integration
+
+e2e: sync
+	$(RUN) pytest tests/e2e
+
+bench: sync
+	$(RUN) python bench/deploy.py

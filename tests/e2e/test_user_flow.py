@@ -1,0 +1,113 @@
+"""The whole user flow of the README, through HTTP, as a user drives it: create, watch it
+become ready, call it through the gateway, read its logs, delete it. Once on Postgres and
+once on the embedded SQLite default of ``make dev``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import running_platform
+from tests.platform import Client, Platform, example
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+async def any_platform(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    nats_url: str,
+) -> AsyncIterator[Platform]:
+    database_url = request.getfixturevalue("postgres_url") if request.param == "postgres" else ""
+    async for p in running_platform(tmp_path_factory.mktemp(request.param), nats_url, database_url):
+        yield p
+
+
+async def test_create_ready_call_logs_delete(any_platform: Platform) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = Client(session, any_platform)
+        created = await client.create(example("hello_stdlib.py"), env={"GREETING": "bonjour"})
+        fid = created["id"]
+        assert created["state"] == "pending"
+        assert created["url"] == f"{any_platform.gateway}/gateway/{fid}/"
+
+        # A read right after the 202 never says 404.
+        status, first = await client.get(fid)
+        assert status == 200, first
+        assert first["state"] in {"pending", "deploying", "ready"}
+
+        ready = await client.wait_for(fid, {"ready"}, timeout=60)
+        assert ready["observed_generation"] == ready["generation"] == 1
+        assert "endpoint" not in ready  # internal: users call the gateway
+
+        async with session.get(f"{any_platform.api}/faas/python", params={"user": "alice"}) as r:
+            listed = await r.json()
+        assert [(f["id"], f["state"]) for f in listed["functions"]] == [(fid, "ready")]
+
+        # The design notes' JSON-body form of the list.
+        async with session.get(f"{any_platform.api}/faas/python", json={"user": "alice"}) as r:
+            assert [f["id"] for f in (await r.json())["functions"]] == [fid]
+
+        response = await client.call(fid, "anything?x=1", method="POST", data=b"payload")
+        answer = await response.json()
+        assert response.status == 200
+        assert answer == {
+            "hello": "bonjour",
+            "method": "POST",
+            "path": "/anything?x=1",
+            "body": "payload",
+            "forwarded_prefix": f"/gateway/{fid}",
+            "forwarded_for": "127.0.0.1",
+        }
+        root = await client.call(fid)  # /gateway/{id}/ reaches the script's "/"
+        assert (await root.json())["path"] == "/"
+
+        async with session.get(f"{any_platform.api}/faas/python/{fid}/logs") as r:
+            lines = (await r.json())["lines"]
+        assert any("POST /anything?x=1" in line for line in lines), lines
+
+        async with session.delete(f"{any_platform.api}/faas/python/{fid}") as r:
+            assert r.status == 202
+            assert (await r.json())["state"] == "deleting"
+        await client.wait_for(fid, {"HTTP 404"}, timeout=30)
+
+        gone = await client.call(fid, "anything")
+        assert gone.status == 404
+        assert gone.content_type == "application/problem+json"
+        async with session.get(f"{any_platform.api}/faas/python?user=alice") as r:
+            assert (await r.json())["functions"] == []
+        assert not (any_platform.data_dir / "functions" / fid).exists()
+
+
+async def test_stop_leaves_no_function_process(tmp_path: Path, nats_url: str) -> None:
+    """Ctrl-C (SIGTERM) on ``faas dev`` stops every process it started, functions too."""
+    async for platform in running_platform(tmp_path, nats_url, ""):
+        async with aiohttp.ClientSession() as session:
+            client = Client(session, platform)
+            fid = (await client.create(example("hello_stdlib.py")))["id"]
+            await client.wait_for(fid, {"ready"})
+            service_pids = [
+                platform.service_pid(s) for s in ("api", "deployer", "gateway", "reaper")
+            ]
+            main_py = str(platform.data_dir / "functions" / fid / "main.py")
+            assert _processes_running(main_py)
+    await asyncio.sleep(0.2)
+    assert not _processes_running(main_py)
+    assert not [pid for pid in service_pids if Path(f"/proc/{pid}").exists()]
+
+
+def _processes_running(needle: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
