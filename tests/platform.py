@@ -162,4 +162,6 @@ class Client:
     async def call(self, function_id: str, path: str = "", **kwargs: Any) -> aiohttp.ClientResponse:
         method = kwargs.pop("method", "GET")
         url = f"{self.platform.gateway}/gateway/{function_id}/{path}"
-        return await self.session.request(method, url, **kwargs)
+        response = await self.session.request(method, url, **kwargs)
+        await response.read()  # read whole: releases the connection to the pool
+        return response

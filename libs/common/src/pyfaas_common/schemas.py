@@ -126,6 +126,8 @@ def field_errors(exc: Any) -> list[tuple[str, str]]:
             msg = "is not a known field; remove it (see /openapi.json)"
         elif err["type"] == "missing":
             msg = "is required"
+        elif err["type"] == "string_unicode":
+            msg = "is not valid UTF-8 text (it holds a lone surrogate); send it as UTF-8"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         out.append((loc, msg))

@@ -1,0 +1,65 @@
+"""Names and documents other parts rely on: subjects and streams, settings, the OpenAPI
+document (no I/O)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from openapi_spec_validator import validate
+from pydantic import ValidationError
+
+from pyfaas_api.openapi import openapi_document
+from pyfaas_common.settings import PlatformSettings, normalise_database_url
+from pyfaas_common.subjects import Subjects
+
+
+def test_every_subject_and_stream_starts_with_the_prefix() -> None:
+    s = Subjects("blue")
+    fid = uuid.uuid4()
+    assert s.command("create", fid) == f"blue.cmd.create.{fid}"
+    assert s.event(fid, "ready") == f"blue.event.{fid}.ready"
+    assert s.access(fid) == f"blue.access.{fid}"
+    assert s.query("get") == "blue.query.get"
+    assert (s.command_stream, s.event_stream, s.access_stream) == (
+        "BLUE_CMD",
+        "BLUE_EVENT",
+        "BLUE_ACCESS",
+    )
+
+
+@pytest.mark.parametrize("prefix", ["", "Faas", "a.b", "a b", "a>", "1abc"])
+def test_a_prefix_that_is_not_a_subject_token_is_refused(prefix: str) -> None:
+    with pytest.raises(ValidationError, match="PYFAAS_NATS_PREFIX"):
+        PlatformSettings(nats_prefix=prefix)
+
+
+def test_database_urls_get_the_async_driver(tmp_path: object) -> None:
+    assert normalise_database_url("postgres://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert normalise_database_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
+    settings = PlatformSettings(data_dir=tmp_path)  # type: ignore[arg-type]
+    assert settings.resolved_database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.resolved_database_url.endswith("/pyfaas.db")
+
+
+def test_settings_come_from_pyfaas_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYFAAS_NATS_PREFIX", "green")
+    monkeypatch.setenv("PYFAAS_PUBLIC_URL", "https://faas.example.com/")
+    settings = PlatformSettings()
+    assert settings.nats_prefix == "green"
+    assert settings.function_url("abc") == "https://faas.example.com/gateway/abc/"
+
+
+def test_the_openapi_document_is_valid_and_matches_the_models() -> None:
+    doc = openapi_document()
+    validate(doc)
+    create = doc["components"]["schemas"]["CreateRequest"]
+    assert set(create["properties"]) == {"user", "name", "code", "env", "idle_timeout"}
+    assert create["additionalProperties"] is False
+    assert set(create["required"]) == {"user", "code"}
+    assert set(doc["paths"]) == {
+        "/faas/python",
+        "/faas/python/{id}",
+        "/faas/python/{id}/logs",
+        "/healthz",
+    }
