@@ -4,6 +4,7 @@ database per test module."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -75,10 +76,8 @@ async def prefix(nats_url: str) -> AsyncIterator[str]:
         js = nc.jetstream()
         s = Subjects(value)
         for stream in (s.command_stream, s.event_stream, s.access_stream):
-            try:
+            with contextlib.suppress(NotFoundError):
                 await js.delete_stream(stream)
-            except NotFoundError:
-                pass
     finally:
         await nc.close()
 

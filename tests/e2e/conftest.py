@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,10 +23,8 @@ async def _drop_streams(nats_url: str, prefix: str) -> None:
     try:
         s = Subjects(prefix)
         for stream in (s.command_stream, s.event_stream, s.access_stream):
-            try:
+            with contextlib.suppress(NotFoundError):
                 await nc.jetstream().delete_stream(stream)
-            except NotFoundError:
-                pass
     finally:
         await nc.close()
 

@@ -5,6 +5,7 @@ once on the embedded SQLite default of ``make dev``."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -98,7 +99,7 @@ async def test_stop_leaves_no_function_process(tmp_path: Path, nats_url: str) ->
             assert _processes_running(main_py)
     await asyncio.sleep(0.2)
     assert not _processes_running(main_py)
-    assert not [pid for pid in service_pids if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in service_pids if os.path.exists(f"/proc/{pid}")]
 
 
 def _processes_running(needle: str) -> list[int]:

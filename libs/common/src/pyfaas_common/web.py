@@ -41,10 +41,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        problem = Problem(
+        mapped = Problem(
             exc.status, exc.reason, _HTTP_DETAILS.get(exc.status, exc.text or exc.reason)
         )
-        response = problem_response(problem, request.path)
+        response = problem_response(mapped, request.path)
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response

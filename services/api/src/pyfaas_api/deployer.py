@@ -70,7 +70,7 @@ class DeployerClient:
             raise not_found(f"no function with id {function_id}")
         return reply.function
 
-    async def list(self, user: str) -> list[FunctionView]:
+    async def list_for(self, user: str) -> list[FunctionView]:
         reply = await self._ask("list", ListQuery(user=user), ListReply)
         _raise(reply.error)
         return reply.functions

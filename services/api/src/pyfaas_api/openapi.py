@@ -158,7 +158,7 @@ def openapi_document() -> dict[str, Any]:
                                 "maximum": 10000,
                                 "default": 100,
                             },
-                        }  # fmt: skip
+                        }
                     ],
                     "responses": {
                         "200": {"description": "Log lines", "content": _json("FunctionLogs")},

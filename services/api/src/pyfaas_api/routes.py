@@ -111,7 +111,7 @@ async def list_functions(request: web.Request) -> web.Response:
         if data is None:
             raise invalid([FieldError("user", "is required: pass ?user=NAME")])
     body: ListRequest = _validate(ListRequest, data, request)
-    views = await request.app[DEPLOYER].list(body.user)
+    views = await request.app[DEPLOYER].list_for(body.user)
     return web.json_response({"functions": [resource(v) for v in views]})
 
 

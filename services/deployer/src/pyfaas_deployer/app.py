@@ -217,7 +217,13 @@ def build_app(settings: DeployerSettings | None = None) -> FastStream:
     settings = settings or DeployerSettings()
     subjects = Subjects(settings.nats_prefix)
     deployer = Deployer(settings)
-    broker = NatsBroker(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    broker = NatsBroker(
+        settings.nats_url,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        logger=logging.getLogger("faststream"),
+        log_level=logging.DEBUG,
+    )
 
     @broker.subscriber(
         subjects.all_commands,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from pyfaas_common.settings import PlatformSettings, RuntimeName
@@ -31,3 +33,59 @@ class DeployerSettings(PlatformSettings):
 
     restart_backoff_max: float = Field(default=60.0, gt=0)
     """Longest wait between restarts of a function that keeps exiting."""
+
+    # --- the kubernetes runtime (PYFAAS_KUBERNETES_*), read only when runtime=kubernetes ---
+    # runtime/kubernetes.py applies what runtime/manifests.py builds from these; `make
+    # render` prints it. Quantities are Kubernetes quantities ("250m", "512Mi").
+
+    kubernetes_namespace: str = "pyfaas-functions"
+    """Namespace of every function's objects; k8s/ labels it Pod Security "restricted" and
+    fences it with NetworkPolicies, so keep it dedicated to functions."""
+
+    kubernetes_image: str = "ghcr.io/astral-sh/uv:python3.12-bookworm-slim"
+    """Image that runs ``uv run --script``: it needs ``uv`` on PATH and, ideally, a Python
+    matching ``PYFAAS_PYTHON_VERSIONS`` (otherwise uv downloads one at every start)."""
+
+    kubernetes_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+    kubernetes_cluster_domain: str = "cluster.local"
+    """The cluster's DNS domain; a function's endpoint is
+    ``http://fn-{id}.{namespace}.svc.{cluster_domain}:80``."""
+
+    kubernetes_cpu_request: str = "100m"
+    kubernetes_memory_request: str = "128Mi"
+    kubernetes_cpu_limit: str = "1"
+    """Default CPU limit; a script may ask for another with ``[tool.pyfaas] cpu = "2"`` in
+    its PEP 723 block, up to ``kubernetes_cpu_max``."""
+
+    kubernetes_memory_limit: str = "512Mi"
+    """Default memory limit; a script may ask for another with ``[tool.pyfaas] memory``,
+    up to ``kubernetes_memory_max``."""
+
+    kubernetes_cpu_max: str = "2"
+    kubernetes_memory_max: str = "2Gi"
+
+    kubernetes_cache_size: str = "2Gi"
+    """Size limit of the emptyDir holding uv's cache (the script's virtual environment and,
+    if the image lacks the Python asked for, the interpreter). The root fs is read-only."""
+
+    kubernetes_runtime_class: str = ""
+    """``runtimeClassName`` of function pods, e.g. ``gvisor`` for a sandbox; empty: none."""
+
+    kubernetes_in_cluster: bool | None = None
+    """Use the pod's service account (True) or a kubeconfig (False); None picks in-cluster
+    when ``KUBERNETES_SERVICE_HOST`` is set."""
+
+    kubernetes_kubeconfig: str = ""
+    """Path of the kubeconfig when not in-cluster; empty means ``$KUBECONFIG`` or
+    ``~/.kube/config``."""
+
+    kubernetes_context: str = ""
+    """Kubeconfig context; empty means the current one."""
+
+    kubernetes_poll_interval: float = Field(default=1.0, gt=0)
+    """Seconds between looks at a rolling-out Deployment and its pods while ``apply``
+    waits for it to become available or to fail."""
+
+    kubernetes_request_timeout: float = Field(default=30.0, gt=0)
+    """Seconds one call to the Kubernetes API may take before it counts as failed."""

@@ -1,13 +1,42 @@
-"""Typed application keys shared by the gateway's modules."""
+"""Typed application keys, and :class:`Gateway`: what every proxied request needs.
+
+:mod:`app` builds one :class:`Gateway` per worker process in its ``cleanup_ctx`` and
+stores it under :data:`GATEWAY`; the handlers in :mod:`proxy`, :mod:`websocket` and
+:mod:`health` read it with one lookup per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .access import AccessLog
+from .headers import HeaderPolicy
+from .metrics import Metrics
 from .routes import RouteTable
 from .settings import GatewaySettings
+from .upstream import UpstreamPool
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: GatewaySettings
+    routes: RouteTable
+    pool: UpstreamPool
+    """Plain HTTP to functions: the fast path."""
+    session: aiohttp.ClientSession
+    """WebSockets to functions (rare and long-lived: aiohttp's client is right for them)."""
+    access: AccessLog
+    metrics: Metrics
+    headers: HeaderPolicy
+    nc: Client
+    engine: AsyncEngine
+
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
-ROUTES = web.AppKey("routes", RouteTable)
-ACCESS = web.AppKey("access", AccessLog)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+METRICS = web.AppKey("metrics", Metrics)
+GATEWAY = web.AppKey("gateway", Gateway)

@@ -1,161 +1,250 @@
 """``ANY /gateway/{id}/{path}``: the reverse proxy to a function.
 
-Bodies stream both ways without buffering; hop-by-hop headers (RFC 9110 §7.6.1) and those
-named in ``Connection`` are dropped; ``X-Forwarded-*`` are set. A function that is not
-ready answers 503 with ``Retry-After``, a failed one 502 with its reason, an unknown id 404.
+:mod:`app` routes every method here. The route comes from the cache (:mod:`routes`); a
+function that is not ready answers 503 with ``Retry-After``, a failed one 502 with its
+reason, an unknown id 404, a sleeping one goes through :func:`wake` (the seam the
+idle-functions issue fills in). A WebSocket upgrade goes to :mod:`websocket`; everything
+else is one exchange on the keep-alive pool (:mod:`upstream`): the request body streams
+to the function as the client sends it, the response streams back as the function
+flushes it (each server-sent event when it is written), and a client that goes away
+cancels the handler (``handler_cancellation``), which closes the upstream connection.
+
+Limits, each a problem document while the response has not started: 413 for a body
+over ``max_body_bytes``, 502 when the function cannot be reached, 504 when it does not
+start answering in time, 408 when the client's body stalls. Once the response has
+started, a stalled or broken stream is cut: the client sees an incomplete body, never a
+fake end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import re
+from collections.abc import AsyncIterator
 from uuid import UUID
 
-import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from pyfaas_common.problems import Problem, not_found, unavailable
 
-from .keys import ACCESS, ROUTES, SESSION, SETTINGS
+from .headers import response_headers
+from .keys import GATEWAY, Gateway
+from .routes import Route
+from .upstream import ConnectFailed, FirstByteTimeout, UpstreamError
+from .websocket import is_websocket_upgrade, proxy_websocket
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
-        "Upgrade", "Proxy-Authenticate", "Proxy-Authorization",
-    )
-)  # fmt: skip
+_TAIL = re.compile(r"/gateway/[^/?]*(.*)", re.DOTALL)
 
 
-def _drop_hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    named = {
-        token.strip().lower()
-        for value in headers.getall("Connection", [])
-        for token in value.split(",")
-        if token.strip()
-    }
-    out: CIMultiDict[str] = CIMultiDict()
-    for key, value in headers.items():
-        lower = key.lower()
-        if lower not in HOP_BY_HOP and lower not in named:
-            out.add(key, value)
-    return out
-
-
-def upstream_request_headers(request: web.Request, prefix: str) -> CIMultiDict[str]:
-    headers = _drop_hop_by_hop(request.headers)
-    headers.popall("Host", None)
-    peer = request.remote or ""
-    prior = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
-    headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
-    headers["X-Forwarded-Prefix"] = prefix
-    return headers
-
-
-def _function_id(raw: str) -> UUID:
+def function_id(raw: str) -> UUID:
     try:
         return UUID(raw)
     except ValueError:
         raise not_found(f"no function {raw!r} (function ids are UUIDs)") from None
 
 
-async def proxy(request: web.Request) -> web.StreamResponse:
-    function_id = _function_id(request.match_info["id"])
-    route = await request.app[ROUTES].lookup(function_id)
+def upstream_target(raw_path: str) -> bytes:
+    """What the function sees as its path: everything after ``/gateway/{id}``, as the
+    client wrote it (no decoding and re-encoding on the way)."""
+    match = _TAIL.match(raw_path)
+    tail = match.group(1) if match else ""
+    if not tail.startswith("/"):
+        tail = "/" + tail
+    return tail.encode("latin-1", "replace")
+
+
+async def wake(gateway: Gateway, route: Route) -> Route:
+    """The seam for wake-on-request. The idle-functions issue makes this publish a
+    ``WakeFunction`` command and wait (bounded) on the route table for the function's
+    ``ready`` event, then return the ready route so the request goes through. Until then a
+    sleeping function answers 503 with ``Retry-After``."""
+    raise unavailable("the function is asleep", retry_after=2)
+
+
+async def ready_route(gateway: Gateway, fid: UUID) -> Route:
+    """The route of a function that can take a request now, or the problem that says why
+    it cannot."""
+    route = await gateway.routes.lookup(fid)
     if route is None:
-        raise not_found(f"no function with id {function_id}")
-    if route.state in ("pending", "deploying") or (route.state == "ready" and not route.endpoint):
+        raise not_found(f"no function with id {fid}")
+    if route.state == "ready" and route.target is not None:
+        return route
+    if route.state == "sleeping":
+        return await wake(gateway, route)
+    if route.state in ("pending", "deploying", "ready"):
         raise unavailable(f"the function is {route.state}; it is not ready yet", retry_after=1)
     if route.state == "failed":
         raise Problem(
             502, "Function failed", route.reason or "the function failed", "function-failed"
         )
-    if route.state == "sleeping":
-        raise unavailable("the function is asleep", retry_after=2)
-    if route.state != "ready":
-        raise not_found(f"the function is {route.state}")
-    assert route.endpoint is not None
+    raise not_found(f"the function is {route.state}")
 
-    prefix = f"/gateway/{function_id}"
-    tail = request.match_info.get("path", "")
-    url = f"{route.endpoint}/{tail}"
-    if request.query_string:
-        url += "?" + request.query_string
 
-    settings = request.app[SETTINGS]
-    access = request.app[ACCESS]
-    access.begin(function_id)
-    counted = _CountingBody(request) if request.body_exists else None
+async def proxy(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    route = await ready_route(gateway, function_id(request.match_info["id"]))
+    if is_websocket_upgrade(request):
+        return await proxy_websocket(gateway, request, route)
+    if gateway.settings.max_duration:
+        async with asyncio.timeout(gateway.settings.max_duration):
+            return await _exchange(gateway, request, route)
+    return await _exchange(gateway, request, route)
+
+
+class _ClientBody:
+    """The client's body as the function receives it: streamed, counted, limited."""
+
+    __slots__ = ("count", "idle", "limit", "request")
+
+    def __init__(self, request: web.Request, limit: int, idle: float) -> None:
+        self.request = request
+        self.limit = limit
+        self.idle = idle or None
+        self.count = 0
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self.request.content
+        while True:
+            try:
+                async with asyncio.timeout(self.idle):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise Problem(
+                    408, "Request body stalled",
+                    f"the client sent no body bytes for {self.idle:g}s", "body-stalled",
+                ) from None  # fmt: skip
+            if not chunk:
+                return
+            self.count += len(chunk)
+            if self.count > self.limit:
+                raise _too_large(self.limit)
+            yield chunk
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        413, "Request body too large",
+        f"the request body is over the gateway's limit of {limit} bytes", "body-too-large",
+    )  # fmt: skip
+
+
+async def _exchange(gateway: Gateway, request: web.Request, route: Route) -> web.StreamResponse:
+    settings = gateway.settings
+    metrics = gateway.metrics
+    fid = route.function_id
+    assert route.target is not None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    body: _ClientBody | None = None
+    if request.body_exists:
+        length = request.content_length
+        if length is not None and length > settings.max_body_bytes:
+            raise _too_large(settings.max_body_bytes)
+        body = _ClientBody(request, settings.max_body_bytes, settings.stream_idle_timeout)
+    head, chunked = gateway.headers.request_head(
+        request, upstream_target(request.raw_path), route.target.host_header,
+        f"/gateway/{fid}", send_body=body is not None,
+    )  # fmt: skip
+
+    status = 502
     bytes_out = 0
-    error = True
+    streaming = False
+    response: web.StreamResponse | None = None
+    gateway.access.begin(fid)
+    metrics.in_flight.inc()
     try:
         try:
-            upstream = await request.app[SESSION].request(
-                request.method,
-                url,
-                headers=upstream_request_headers(request, prefix),
-                data=counted.chunks() if counted else None,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    sock_connect=settings.upstream_connect_timeout,
-                    sock_read=settings.upstream_first_byte_timeout,
-                ),
-            )
-        except aiohttp.ClientConnectorError as exc:
-            request.app[ROUTES].forget(function_id)
-            raise Problem(502, "Function unreachable",
-                          f"could not connect to the function: {exc.os_error or exc}",
-                          "upstream-unreachable") from None  # fmt: skip
-        except TimeoutError:
-            raise Problem(504, "Function timed out", "the function did not answer in time",
-                          "upstream-timeout") from None  # fmt: skip
-        except aiohttp.ClientError as exc:
-            raise Problem(502, "Bad gateway", f"the function's answer broke off: {exc}",
-                          "upstream-error") from None  # fmt: skip
-        async with upstream:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(_drop_hop_by_hop(upstream.headers))
-            if upstream.headers.get("Content-Length") is None:
-                response.headers.popall("Content-Length", None)
-            await response.prepare(request)
+            exchange = await gateway.pool.exchange(
+                route.target, head, method=request.method,
+                body=body.chunks if body is not None else None, chunked=chunked,
+                first_byte_timeout=settings.upstream_first_byte_timeout,
+            )  # fmt: skip
+        except UpstreamError as exc:
+            raise _upstream_problem(gateway, route, exc) from None
+        async with exchange as upstream:
             try:
-                async for chunk in upstream.content.iter_any():
+                await upstream.headers_received
+            except UpstreamError as exc:
+                raise _upstream_problem(gateway, route, exc) from None
+            status = upstream.status
+            metrics.latency.observe(loop.time() - started)
+            headers = response_headers(upstream.headers)
+            reason = upstream.reason.decode("latin-1") or None
+            whole = upstream.complete_body()
+            if whole is not None and request.method != "HEAD":
+                # The common small answer, already here in full: one write, no chunking.
+                headers.popall("Content-Length", None)
+                bytes_out = len(whole)
+                return web.Response(status=status, reason=reason, body=whole, headers=headers)
+
+            response = web.StreamResponse(status=status, reason=reason, headers=headers)
+            streaming = "Content-Length" not in headers and status not in (204, 304)
+            if streaming:
+                gateway.access.stream_opened(fid)
+                metrics.open_streams.inc()
+            await response.prepare(request)
+            idle = settings.stream_idle_timeout
+            try:
+                while chunk := await upstream.read(idle):
                     bytes_out += len(chunk)
                     await response.write(chunk)
-            except (TimeoutError, aiohttp.ClientError):
-                # Headers are sent: all we can do is end the stream.
+            except UpstreamError as exc:
+                metrics.upstream_errors.labels(route.label, exc.kind).inc()
                 log.warning(
-                    "upstream broke off mid-response", extra={"function_id": str(function_id)}
+                    "cutting a response the function did not finish",
+                    extra={"function_id": str(fid), "error": str(exc)},
                 )
+                status = 502
+                _cut(request)
                 return response
             await response.write_eof()
-            error = upstream.status >= 500
             return response
+    except Problem as problem:
+        status = problem.status
+        raise
+    except TimeoutError:  # max_duration
+        status = 504
+        if response is not None and response.prepared:
+            _cut(request)
+            return response
+        raise Problem(
+            504, "Exchange too long",
+            f"the exchange lasted over the gateway's limit of {settings.max_duration:g}s",
+            "max-duration",
+        ) from None  # fmt: skip
     finally:
-        access.end(
-            function_id,
-            bytes_in=counted.count if counted else 0,
+        if streaming:
+            gateway.access.stream_closed(fid)
+            metrics.open_streams.dec()
+        metrics.in_flight.dec()
+        metrics.count_request(route.label, status)
+        gateway.access.end(
+            fid,
+            bytes_in=body.count if body is not None else 0,
             bytes_out=bytes_out,
-            error=error,
+            error=status >= 500,
         )
 
 
-class _CountingBody:
-    """Streams the client's body to the function chunk by chunk, counting bytes."""
+def _upstream_problem(gateway: Gateway, route: Route, exc: UpstreamError) -> Problem:
+    gateway.metrics.upstream_errors.labels(route.label, exc.kind).inc()
+    if isinstance(exc, ConnectFailed):
+        gateway.routes.forget(route.function_id)  # it may have moved: read it afresh
+        return Problem(502, "Function unreachable", str(exc), "upstream-unreachable")
+    if isinstance(exc, FirstByteTimeout):
+        return Problem(504, "Function timed out", str(exc), "upstream-timeout")
+    return Problem(502, "Bad gateway", f"the function's answer broke off: {exc}", "upstream-error")
 
-    def __init__(self, request: web.Request) -> None:
-        self.request = request
-        self.count = 0
 
-    async def chunks(self):  # type: ignore[no-untyped-def]
-        limit = self.request.app[SETTINGS].max_body_bytes
-        async for chunk in self.request.content.iter_any():
-            self.count += len(chunk)
-            if self.count > limit:
-                raise Problem(413, "Body too large", f"the request body is over {limit} bytes")
-            yield chunk
+def _cut(request: web.Request) -> None:
+    """End a started response so the client sees it is incomplete: close the connection
+    without the final chunk (a clean end would pass a broken stream off as whole)."""
+    transport = request.transport
+    if transport is not None:
+        with contextlib.suppress(Exception):
+            transport.abort()

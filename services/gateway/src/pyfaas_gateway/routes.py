@@ -1,16 +1,16 @@
-"""Where each function is: the gateway's route table.
+"""Where each function is: the gateway's route table, consulted by :mod:`proxy`.
 
-A memory cache in front of the database. The deployer's state events keep it true; a
-miss reads one row (concurrent misses for one id share that read); an unknown id is
-remembered for a moment, so random ids cannot flood the database. ``db_queries`` counts
-every read: in a steady state a proxied request makes none.
+A memory cache in front of the database. The deployer's state events (subscribed in
+:mod:`app`) keep it true; a miss reads one row (concurrent misses for one id share that
+read); an unknown id is remembered for a moment, so random ids cannot flood the database.
+``db_queries`` counts every read: in a steady state a proxied request makes none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from sqlalchemy import select
@@ -19,6 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pyfaas_common.db import FunctionRow
 from pyfaas_common.messages import StateChanged
 
+from .upstream import Endpoint
+
+_MAX_UNKNOWN = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -26,6 +30,14 @@ class Route:
     state: str
     endpoint: str | None
     reason: str
+    target: Endpoint | None = field(default=None, compare=False)
+    label: str = ""
+    """The function id as a metrics label, made once."""
+
+    @classmethod
+    def of(cls, function_id: UUID, state: str, endpoint: str | None, reason: str) -> Route:
+        target = Endpoint.parse(endpoint) if endpoint else None
+        return cls(function_id, state, endpoint, reason, target, str(function_id))
 
 
 class RouteTable:
@@ -35,9 +47,13 @@ class RouteTable:
         self._routes: dict[UUID, Route] = {}
         self._unknown: dict[UUID, float] = {}
         self._inflight: dict[UUID, asyncio.Future[Route | None]] = {}
+        self._events_seen: dict[UUID, int] = {}
+        self._events = 0
         self.db_queries = 0
         self.hits = 0
         self.misses = 0
+        self.reported: dict[str, int] = {}
+        """What :class:`metrics.Metrics` has already added to its counters."""
 
     async def lookup(self, function_id: UUID) -> Route | None:
         route = self._routes.get(function_id)
@@ -69,6 +85,7 @@ class RouteTable:
 
     async def _load(self, function_id: UUID) -> Route | None:
         self.db_queries += 1
+        events_before = self._events
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -77,22 +94,30 @@ class RouteTable:
                     )
                 )
             ).first()
+        if self._events_seen.get(function_id, -1) >= events_before:
+            # An event for this function arrived while we read: it is newer than the row.
+            return self._routes.get(function_id)
         if row is None or row.state == "deleted":
-            self._unknown[function_id] = time.monotonic() + self.negative_ttl
-            if len(self._unknown) > 100_000:  # keep memory bounded under a flood
+            if len(self._unknown) > _MAX_UNKNOWN:  # keep memory bounded under a flood
                 self._unknown.clear()
+            self._unknown[function_id] = time.monotonic() + self.negative_ttl
             return None
-        route = Route(function_id, row.state, row.endpoint, row.reason)
+        route = Route.of(function_id, row.state, row.endpoint, row.reason)
         self._routes[function_id] = route
         return route
 
     def apply(self, event: StateChanged) -> None:
         fn = event.function
+        self._events_seen[fn.id] = self._events
+        self._events += 1
+        if len(self._events_seen) > _MAX_UNKNOWN:
+            self._events_seen.clear()
         self._unknown.pop(fn.id, None)
         if fn.state == "deleted":
             self._routes.pop(fn.id, None)
+            self._unknown[fn.id] = time.monotonic() + self.negative_ttl
             return
-        self._routes[fn.id] = Route(fn.id, fn.state, fn.endpoint, fn.reason)
+        self._routes[fn.id] = Route.of(fn.id, fn.state, fn.endpoint, fn.reason)
 
     def forget(self, function_id: UUID) -> None:
         """The route failed us (connection refused): read it again next time."""

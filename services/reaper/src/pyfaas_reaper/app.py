@@ -31,7 +31,13 @@ log = logging.getLogger(__name__)
 def build_app(settings: ReaperSettings | None = None) -> FastStream:
     settings = settings or ReaperSettings()
     subjects = Subjects(settings.nats_prefix)
-    broker = NatsBroker(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    broker = NatsBroker(
+        settings.nats_url,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        logger=logging.getLogger("faststream"),
+        log_level=logging.DEBUG,
+    )
     engines: list[AsyncEngine] = []
 
     async def start() -> None:
