@@ -8,6 +8,7 @@ the function receives as raw bytes (the upstream client sends them as they are),
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ HOP_BY_HOP = frozenset(
 # gateway already answered 100-continue to the client and streams the body.
 _REPLACED = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-prefix", b"expect"})
 _FORWARDED_VIEW = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
+_TAIL = re.compile(r"/gateway/[^/?]*(.*)", re.DOTALL)
 
 
 def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
@@ -135,3 +137,13 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
             continue
         out.add(name.decode("latin-1"), value.decode("latin-1"))
     return out
+
+
+def upstream_target(raw_path: str) -> bytes:
+    """What the function sees as its path: everything after ``/gateway/{id}``, as the
+    client wrote it (no decoding and re-encoding on the way)."""
+    match = _TAIL.match(raw_path)
+    tail = match.group(1) if match else ""
+    if not tail.startswith("/"):
+        tail = "/" + tail
+    return tail.encode("latin-1", "replace")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from uuid import UUID
 
@@ -29,7 +28,7 @@ from aiohttp import web
 
 from pyfaas_common.problems import Problem, not_found, unavailable
 
-from .headers import response_headers
+from .headers import response_headers, upstream_target
 from .keys import GATEWAY, Gateway
 from .routes import Route
 from .upstream import ConnectFailed, FirstByteTimeout, UpstreamError
@@ -37,24 +36,11 @@ from .websocket import is_websocket_upgrade, proxy_websocket
 
 log = logging.getLogger(__name__)
 
-_TAIL = re.compile(r"/gateway/[^/?]*(.*)", re.DOTALL)
-
-
 def function_id(raw: str) -> UUID:
     try:
         return UUID(raw)
     except ValueError:
         raise not_found(f"no function {raw!r} (function ids are UUIDs)") from None
-
-
-def upstream_target(raw_path: str) -> bytes:
-    """What the function sees as its path: everything after ``/gateway/{id}``, as the
-    client wrote it (no decoding and re-encoding on the way)."""
-    match = _TAIL.match(raw_path)
-    tail = match.group(1) if match else ""
-    if not tail.startswith("/"):
-        tail = "/" + tail
-    return tail.encode("latin-1", "replace")
 
 
 async def wake(gateway: Gateway, route: Route) -> Route:
