@@ -123,7 +123,7 @@ async def test_an_id_that_is_not_a_uuid_is_404(api: TestClient[Any, Any]) -> Non
 async def test_an_empty_update_is_refused(api: TestClient[Any, Any]) -> None:
     fid = "5b0f3e2e-6a8f-4b8e-9d7e-1f0f1c2b3a4d"
     problem = await _problem(await api.put(f"/faas/python/{fid}", json={}), 422)
-    assert "at least one of code, env, idle_timeout" in problem["detail"]
+    assert "at least one of code, env, idle_timeout, delete_after" in problem["detail"]
 
 
 async def test_reads_without_a_deployer_say_so(api: TestClient[Any, Any]) -> None:

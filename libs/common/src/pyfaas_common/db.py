@@ -66,6 +66,9 @@ class FunctionRow(Base):
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     runtime: Mapped[str] = mapped_column(String(32))
     idle_timeout: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Seconds without a request before sleep; 0 never; None: the reaper's default."""
+    delete_after: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Seconds asleep before deletion; 0 never; None: the reaper's default."""
 
     desired: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))

@@ -60,6 +60,7 @@ class CreateFunction(CommandBase):
     code: str
     env: dict[str, str] = Field(default_factory=dict)
     idle_timeout: int | None = None
+    delete_after: int | None = None
     runtime: str = "local"
 
 
@@ -70,6 +71,7 @@ class UpdateFunction(CommandBase):
     code: str | None = None
     env: dict[str, str] | None = None
     idle_timeout: int | None = None
+    delete_after: int | None = None
 
 
 class DeleteFunction(CommandBase):
@@ -112,6 +114,7 @@ class FunctionView(Message):
     runtime: str
     env: dict[str, str] = Field(default_factory=dict)
     idle_timeout: int | None = None
+    delete_after: int | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -174,3 +177,37 @@ class ListReply(Message):
 class LogsReply(Message):
     lines: list[str] = Field(default_factory=list)
     error: QueryError | None = None
+
+
+# --- following logs (core NATS, {prefix}.query.logs_follow then {prefix}.logs.{stream}.*) --
+#
+# The API picks a stream id, subscribes to ``logs.{stream}.lines`` and asks on
+# ``query.logs_follow``; the deployer that takes the request answers at once (or with the
+# error, e.g. 404), then publishes :class:`LogsChunk` messages to the lines subject: the
+# tail first, each new batch of lines, and an empty chunk every ``heartbeat`` seconds when
+# there is nothing to say. The API publishes :class:`LogsFollowControl` to
+# ``logs.{stream}.control`` as often; each side gives up on the other after three silent
+# heartbeats, so a vanished API or deployer never leaves the other following forever.
+
+
+class LogsFollowQuery(Message):
+    id: UUID
+    tail: int = Field(default=100, ge=0, le=10_000)
+    stream: UUID = Field(description="Names the lines and control subjects of this follow.")
+    heartbeat: float = Field(default=5.0, gt=0, le=60)
+
+
+class LogsFollowReply(Message):
+    error: QueryError | None = None
+
+
+class LogsChunk(Message):
+    seq: int = Field(description="1, 2, 3... per stream, so that a lost message is noticed.")
+    lines: list[str] = Field(default_factory=list)
+    end: bool = False
+    reason: str = Field(default="", description="With end: why the follow ended.")
+
+
+class LogsFollowControl(Message):
+    stop: bool = False
+    """False: a keepalive (the API still has a reader); True: the reader went away."""

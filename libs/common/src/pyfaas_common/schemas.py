@@ -57,6 +57,15 @@ IdleTimeout = Annotated[
         "0 or null means never. Defaults to PYFAAS_IDLE_TIMEOUT.",
     ),
 ]
+DeleteAfter = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=366 * 24 * 3600,
+        description="Seconds asleep before the function is deleted; 0 or null means never. "
+        "Defaults to PYFAAS_DELETE_AFTER.",
+    ),
+]
 Code = Annotated[
     str,
     Field(
@@ -86,6 +95,7 @@ class CreateRequest(BaseModel):
     code: Code
     env: Env = Field(default_factory=dict)
     idle_timeout: IdleTimeout = None
+    delete_after: DeleteAfter = None
 
     _code = field_validator("code")(_check_code)
 
@@ -98,6 +108,7 @@ class UpdateRequest(BaseModel):
     code: Code | None = None
     env: Env | None = None
     idle_timeout: IdleTimeout = None
+    delete_after: DeleteAfter = None
 
     @field_validator("code")
     @classmethod
@@ -152,6 +163,7 @@ class FunctionResource(BaseModel):
     runtime: str
     env: dict[str, str]
     idle_timeout: int | None = Field(description="Seconds of idleness before sleep; 0: never.")
+    delete_after: int | None = Field(description="Seconds asleep before deletion; 0: never.")
     created_at: str
     updated_at: str
 

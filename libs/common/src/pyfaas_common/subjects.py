@@ -11,7 +11,7 @@ from typing import Literal
 from uuid import UUID
 
 CommandVerb = Literal["create", "update", "delete", "sleep", "wake"]
-QueryVerb = Literal["list", "get", "logs"]
+QueryVerb = Literal["list", "get", "logs", "logs_follow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,15 @@ class Subjects:
     # --- queries: core request/reply, queue group "deployer" -------------------------
     def query(self, verb: QueryVerb) -> str:
         return f"{self.prefix}.query.{verb}"
+
+    # --- one log follow: {prefix}.logs.{stream}.{lines,control} (see LogsFollowQuery) -----
+    def logs_lines(self, stream: UUID | str) -> str:
+        """Deployer to API: the lines of one follow, and its heartbeats."""
+        return f"{self.prefix}.logs.{stream}.lines"
+
+    def logs_control(self, stream: UUID | str) -> str:
+        """API to deployer: keepalives of one follow, and its stop."""
+        return f"{self.prefix}.logs.{stream}.control"
 
     # --- durable consumer names ------------------------------------------------------
     deployer_durable: str = "deployer"

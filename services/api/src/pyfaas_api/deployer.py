@@ -3,9 +3,12 @@ to the deployer. Turns every failure into a :class:`Problem` a person can act on
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
@@ -20,6 +23,10 @@ from pyfaas_common.messages import (
     GetReply,
     ListQuery,
     ListReply,
+    LogsChunk,
+    LogsFollowControl,
+    LogsFollowQuery,
+    LogsFollowReply,
     LogsQuery,
     LogsReply,
     QueryError,
@@ -79,6 +86,59 @@ class DeployerClient:
         reply = await self._ask("logs", LogsQuery(id=function_id, tail=tail), LogsReply)
         _raise(reply.error)
         return reply.lines
+
+    @contextlib.asynccontextmanager
+    async def follow_logs(
+        self, function_id: UUID, tail: int, heartbeat: float
+    ) -> AsyncIterator[AsyncIterator[LogsChunk]]:
+        """Ask a deployer to stream the function's log lines; yields the chunks as they
+        come (an ``end`` chunk last). Raises a :class:`Problem` before streaming when the
+        function does not exist or no deployer answers. While the context is open a
+        keepalive goes to the deployer every ``heartbeat`` seconds; leaving it tells the
+        deployer to stop."""
+        stream = uuid4()
+        # Subscribed before asking, so that not even the tail can be missed.
+        lines = await self.nc.subscribe(self.subjects.logs_lines(stream))
+        control = self.subjects.logs_control(stream)
+        keepalive: asyncio.Task[None] | None = None
+        try:
+            query = LogsFollowQuery(id=function_id, tail=tail, stream=stream, heartbeat=heartbeat)
+            reply = await self._ask("logs_follow", query, LogsFollowReply)
+            _raise(reply.error)
+
+            async def keep_alive() -> None:
+                while True:
+                    await asyncio.sleep(heartbeat)
+                    with contextlib.suppress(Exception):
+                        await self.nc.publish(control, bus.encode(LogsFollowControl()))
+
+            keepalive = asyncio.create_task(keep_alive())
+
+            async def chunks() -> AsyncIterator[LogsChunk]:
+                silence = 3 * heartbeat
+                while True:
+                    try:
+                        msg = await lines.next_msg(timeout=silence)
+                    except (NatsTimeout, TimeoutError):
+                        yield LogsChunk(
+                            seq=0, end=True,
+                            reason=f"the deployer sent nothing for {silence:g}s; follow again",
+                        )  # fmt: skip
+                        return
+                    chunk = LogsChunk.model_validate_json(msg.data)
+                    yield chunk
+                    if chunk.end:
+                        return
+
+            yield chunks()
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+                await asyncio.gather(keepalive, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(control, bus.encode(LogsFollowControl(stop=True)))
+            with contextlib.suppress(Exception):
+                await lines.unsubscribe()
 
 
 def _raise(error: QueryError | None) -> None:

@@ -124,6 +124,12 @@ def openapi_document() -> dict[str, Any]:
                 "put": {
                     "operationId": "updateFunction",
                     "summary": "New code or settings: a new generation, rolled out",
+                    "description": "Fields left out keep their value. The answer is the "
+                    "function as the update makes it: wait until `observed_generation` "
+                    "reaches its `generation`. The URL stays the same, and the previous "
+                    "generation keeps serving until the new one accepts connections; if the "
+                    "new one does not start, the function stays `ready` on the previous one "
+                    "and `reason` says why.",
                     "requestBody": {"required": True, "content": _json("UpdateRequest")},
                     "responses": {
                         "202": accepted,
@@ -146,24 +152,52 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_ID],
                 "get": {
                     "operationId": "functionLogs",
-                    "summary": "Recent log lines of the function",
+                    "summary": "Recent log lines of the function, or a live stream of them",
+                    "description": "Without follow: the last `tail` lines as JSON. With "
+                    "`follow=true`: server-sent events (text/event-stream): the last `tail` "
+                    "lines, then each new line as the function prints it (across restarts and "
+                    "updates), one `data:` event per line; a comment (`: heartbeat`) every few "
+                    "seconds when there is nothing to say; `event: gap` when lines were lost; "
+                    "`event: end` with the reason as data when the stream ends (the function "
+                    "was deleted, or the platform restarted: follow again).",
                     "parameters": [
                         {
                             "name": "tail",
                             "in": "query",
                             "required": False,
+                            "description": "How many of the last lines; 0 (only with "
+                            "follow) means only new ones.",
                             "schema": {
                                 "type": "integer",
-                                "minimum": 1,
+                                "minimum": 0,
                                 "maximum": 10000,
                                 "default": 100,
                             },
-                        }
+                        },
+                        {
+                            "name": "follow",
+                            "in": "query",
+                            "required": False,
+                            "description": "Stream new lines as server-sent events.",
+                            "schema": {"type": "boolean", "default": False},
+                        },
                     ],
                     "responses": {
-                        "200": {"description": "Log lines", "content": _json("FunctionLogs")},
+                        "200": {
+                            "description": "Log lines (JSON), or with follow=true a stream "
+                            "of server-sent events",
+                            "content": {
+                                **_json("FunctionLogs"),
+                                "text/event-stream": {
+                                    "schema": {"type": "string"},
+                                    "example": ": following\n\ndata: listening on "
+                                    "0.0.0.0:8000\n\n: heartbeat\n\nevent: end\ndata: "
+                                    "the function was deleted\n\n",
+                                },
+                            },
+                        },
                         "404": _problem("No such function"),
-                        "422": _problem("tail is out of range"),
+                        "422": _problem("tail or follow is out of range"),
                         **_COMMON_ERRORS,
                     },
                 },

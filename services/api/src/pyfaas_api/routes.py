@@ -75,14 +75,19 @@ def _accepted(view: FunctionView) -> web.Response:
     )
 
 
+def _policy(body: BaseModel, key: str, default: int) -> int:
+    """Left out: the installation's default; null or 0: never."""
+    if key in body.model_fields_set:
+        return int(getattr(body, key) or 0)
+    return default
+
+
 @routes.post("/faas/python")
 async def create_function(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     body: CreateRequest = _validate(CreateRequest, await _json_body(request), request)
-    idle_timeout = (
-        (body.idle_timeout or 0) if "idle_timeout" in body.model_fields_set
-        else settings.idle_timeout
-    )  # fmt: skip
+    idle_timeout = _policy(body, "idle_timeout", settings.idle_timeout)
+    delete_after = _policy(body, "delete_after", settings.delete_after)
     command = CreateFunction(
         function_id=uuid4(),
         owner=body.user,
@@ -90,6 +95,7 @@ async def create_function(request: web.Request) -> web.Response:
         code=body.code,
         env=body.env,
         idle_timeout=idle_timeout,
+        delete_after=delete_after,
         runtime=settings.runtime,
     )
     await request.app[DEPLOYER].send(command)
@@ -97,7 +103,8 @@ async def create_function(request: web.Request) -> web.Response:
         id=command.function_id, user=command.owner, name=command.name, state="pending",
         desired="running", url=settings.function_url(command.function_id), generation=1,
         observed_generation=0, runtime=command.runtime, env=command.env,
-        idle_timeout=idle_timeout, created_at=command.issued_at, updated_at=command.issued_at,
+        idle_timeout=idle_timeout, delete_after=delete_after, created_at=command.issued_at,
+        updated_at=command.issued_at,
     )  # fmt: skip
     return _accepted(view)
 
@@ -126,14 +133,20 @@ async def update_function(request: web.Request) -> web.Response:
     function_id = _function_id(request)
     body: UpdateRequest = _validate(UpdateRequest, await _json_body(request), request)
     if body.is_empty():
-        raise invalid([FieldError("body", "send at least one of code, env, idle_timeout")])
+        raise invalid(
+            [FieldError("body", "send at least one of code, env, idle_timeout, delete_after")]
+        )
     deployer = request.app[DEPLOYER]
     view = await deployer.get(function_id)
     fields: dict[str, Any] = body.model_dump(exclude_unset=True)
-    if "idle_timeout" in fields:
-        fields["idle_timeout"] = fields["idle_timeout"] or 0
+    for key in ("idle_timeout", "delete_after"):
+        if key in fields:
+            fields[key] = fields[key] or 0  # null means never, stored as 0
     await deployer.send(UpdateFunction(function_id=function_id, **fields))
-    return _accepted(view)
+    # The function as this update makes it: a client waits for observed_generation to
+    # reach this generation (a concurrent change may take it one further).
+    changes = {k: v for k, v in fields.items() if k != "code"}
+    return _accepted(view.model_copy(update={**changes, "generation": view.generation + 1}))
 
 
 @routes.delete("/faas/python/{id}")
@@ -145,17 +158,67 @@ async def delete_function(request: web.Request) -> web.Response:
     return _accepted(view.model_copy(update={"desired": "deleted", "state": "deleting"}))
 
 
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no", ""}
+
+
 @routes.get("/faas/python/{id}/logs")
-async def function_logs(request: web.Request) -> web.Response:
+async def function_logs(request: web.Request) -> web.StreamResponse:
     function_id = _function_id(request)
+    follow = request.query.get("follow", "false").lower()
+    if follow not in _TRUE | _FALSE:
+        raise invalid([FieldError("follow", "must be true or false")])
+    lowest = 0 if follow in _TRUE else 1  # following only what comes next is useful
     try:
         tail = int(request.query.get("tail", "100"))
-        if not 1 <= tail <= 10_000:
+        if not lowest <= tail <= 10_000:
             raise ValueError
     except ValueError:
-        raise invalid([FieldError("tail", "must be a whole number from 1 to 10000")]) from None
+        raise invalid(
+            [FieldError("tail", f"must be a whole number from {lowest} to 10000")]
+        ) from None
+    if follow in _TRUE:
+        return await _follow_logs(request, function_id, tail)
     lines = await request.app[DEPLOYER].logs(function_id, tail)
     return web.json_response({"id": str(function_id), "lines": lines})
+
+
+async def _follow_logs(request: web.Request, function_id: UUID, tail: int) -> web.StreamResponse:
+    """Server-sent events: each log line is one ``data:`` event; a comment every
+    heartbeat keeps proxies from closing the stream and tells us when the reader left;
+    ``event: gap`` says lines were lost; ``event: end`` (data: why) is the last."""
+    heartbeat = request.app[SETTINGS].logs_heartbeat
+    async with request.app[DEPLOYER].follow_logs(function_id, tail, heartbeat) as chunks:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+            }
+        )
+        await response.prepare(request)
+        expected = 1
+        try:
+            await response.write(b": following\n\n")
+            async for chunk in chunks:
+                if chunk.seq > expected:
+                    lost = chunk.seq - expected
+                    await response.write(
+                        f"event: gap\ndata: {lost} batch(es) of log lines were lost\n\n".encode()
+                    )
+                expected = max(expected, chunk.seq + 1)
+                if chunk.lines:
+                    await response.write(
+                        "".join(f"data: {line}\n\n" for line in chunk.lines).encode()
+                    )
+                elif not chunk.end:
+                    await response.write(b": heartbeat\n\n")
+                if chunk.end:
+                    await response.write(f"event: end\ndata: {chunk.reason}\n\n".encode())
+                    break
+        except ConnectionResetError:
+            pass  # the reader went away; leaving the context stops the deployer's side
+        return response
 
 
 @routes.get("/healthz")

@@ -24,5 +24,9 @@ class ApiSettings(PlatformSettings, IdlePolicyDefaults):
     """Python versions a script's ``requires-python`` may ask for; keep equal to the
     deployer's."""
 
+    logs_heartbeat: float = Field(default=5.0, gt=0, le=60)
+    """Seconds between keepalives of a log follow (``?follow=true``), both to the client
+    (an SSE comment) and between the API and the deployer; three missed ones end it."""
+
     max_request_bytes: int = 4 * 1024 * 1024
     """A 512 KiB script can grow a lot when JSON-escaped; the script limit is checked after."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -22,6 +23,8 @@ from faststream.exceptions import NackMessage, RejectMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
 
@@ -37,6 +40,10 @@ from pyfaas_common.messages import (
     GetReply,
     ListQuery,
     ListReply,
+    LogsChunk,
+    LogsFollowControl,
+    LogsFollowQuery,
+    LogsFollowReply,
     LogsQuery,
     LogsReply,
     QueryError,
@@ -67,6 +74,7 @@ class Deployer:
     runtime: Runtime = field(init=False)
     reconciler: Reconciler = field(init=False)
     _loop_task: asyncio.Task[None] | None = None
+    _follows: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.subjects = Subjects(self.settings.nats_prefix)
@@ -90,6 +98,9 @@ class Deployer:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        for follow in list(self._follows):
+            follow.cancel()  # each tells its reader the deployer is stopping
+        await asyncio.gather(*self._follows, return_exceptions=True)
         await self.reconciler.close()
         await self.runtime.close()
         await self.nc.drain()
@@ -181,7 +192,8 @@ class Deployer:
             id=create.function_id, user=create.owner, name=create.name, state=State.PENDING,
             desired=Desired.RUNNING, url=self.settings.function_url(create.function_id),
             generation=1, observed_generation=0, runtime=create.runtime, env=create.env,
-            idle_timeout=create.idle_timeout, created_at=create.issued_at,
+            idle_timeout=create.idle_timeout, delete_after=create.delete_after,
+            created_at=create.issued_at,
             updated_at=create.issued_at,
         )  # fmt: skip
 
@@ -207,6 +219,131 @@ class Deployer:
             return _reply(LogsReply(error=QueryError(
                 status=404, title="Not found", detail=f"no function with id {query.id}")))  # fmt: skip
         return _reply(LogsReply(lines=await self.runtime.logs(query.id, query.tail)))
+
+    async def handle_logs_follow(self, body: bytes) -> bytes:
+        """Start streaming a function's log lines to the API (see ``LogsFollowQuery``);
+        the answer only says whether the follow started."""
+        try:
+            query = LogsFollowQuery.model_validate_json(body)
+        except ValidationError as exc:
+            return _reply(
+                LogsFollowReply(error=QueryError(status=400, title="Bad query", detail=str(exc)))
+            )
+        if not await self._exists(query.id):
+            return _reply(LogsFollowReply(error=QueryError(
+                status=404, title="Not found", detail=f"no function with id {query.id}")))  # fmt: skip
+        heard = asyncio.Event()
+        stop = asyncio.Event()
+
+        async def on_control(msg: Msg) -> None:
+            heard.set()
+            with contextlib.suppress(ValidationError):
+                if LogsFollowControl.model_validate_json(msg.data).stop:
+                    stop.set()
+
+        # Subscribed before answering, so that a reader that leaves at once is heard.
+        control = await self.nc.subscribe(self.subjects.logs_control(query.stream), cb=on_control)
+        task = asyncio.create_task(self._follow(query, control, heard, stop))
+        self._follows.add(task)
+        task.add_done_callback(self._follows.discard)
+        return _reply(LogsFollowReply())
+
+    async def _exists(self, function_id: UUID) -> bool:
+        row = await self.store.get(function_id)
+        if row is not None:
+            return row.state != State.DELETED
+        return await self._pending_create(function_id) is not None
+
+    async def _follow(
+        self,
+        query: LogsFollowQuery,
+        control: Subscription,
+        heard: asyncio.Event,
+        stop: asyncio.Event,
+    ) -> None:
+        subject = self.subjects.logs_lines(query.stream)
+        seq = 0
+
+        async def send(lines: list[str], end: bool = False, reason: str = "") -> None:
+            nonlocal seq
+            for batch in _batches(lines) if lines else [[]]:
+                seq += 1
+                chunk = LogsChunk(seq=seq, lines=batch, end=end, reason=reason)
+                await self.nc.publish(subject, bus.encode(chunk))
+
+        lines_of = self.runtime.follow_logs(query.id, query.tail)
+        loop = asyncio.get_running_loop()
+        last_heard = loop.time()
+        next_lines: asyncio.Task[list[str]] = asyncio.create_task(_next(lines_of))
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            with function_context(query.id):
+                log.info("following logs", extra={"stream": str(query.stream)})
+            while True:
+                await asyncio.wait(
+                    {next_lines, stopped},
+                    timeout=query.heartbeat,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if stop.is_set():
+                    return
+                if heard.is_set():
+                    heard.clear()
+                    last_heard = loop.time()
+                elif loop.time() - last_heard > 3 * query.heartbeat:
+                    return  # the reader went away without a word
+                if next_lines.done():
+                    try:
+                        lines = next_lines.result()
+                    except StopAsyncIteration:
+                        await send([], end=True, reason="the function was deleted")
+                        return
+                    next_lines = asyncio.create_task(_next(lines_of))
+                    if lines:
+                        await send(lines)
+                        continue
+                if not await self._exists(query.id):
+                    await send([], end=True, reason="the function was deleted")
+                    return
+                await send([])  # a heartbeat: the reader knows we are still here
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await send([], end=True, reason="the deployer is stopping; follow again")
+            raise
+        except Exception as exc:
+            log.exception("log follow failed")
+            with contextlib.suppress(Exception):
+                await send([], end=True, reason=f"reading the logs failed: {exc}")
+        finally:
+            for task in (next_lines, stopped):
+                task.cancel()
+            await asyncio.gather(next_lines, stopped, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await lines_of.aclose()  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):
+                await control.unsubscribe()
+
+
+async def _next(lines: AsyncIterator[list[str]]) -> list[str]:
+    return await anext(lines)
+
+
+MAX_CHUNK_BYTES = 256 * 1024
+"""Well under NATS' default max_payload (1 MiB), with room for JSON escaping."""
+
+
+def _batches(lines: list[str]) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for line in lines:
+        line = line[: MAX_CHUNK_BYTES // 2]  # one enormous line is cut, not dropped
+        if batch and size + len(line) > MAX_CHUNK_BYTES // 2:
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += len(line)
+    if batch:
+        yield batch
 
 
 def _reply(message: Any) -> bytes:
@@ -249,6 +386,10 @@ def build_app(settings: DeployerSettings | None = None) -> FastStream:
     @broker.subscriber(subjects.query("logs"), queue="deployer", title="logs")
     async def on_logs(msg: NatsMessage) -> bytes:
         return await deployer.handle_logs(msg.body)
+
+    @broker.subscriber(subjects.query("logs_follow"), queue="deployer", title="logs_follow")
+    async def on_logs_follow(msg: NatsMessage) -> bytes:
+        return await deployer.handle_logs_follow(msg.body)
 
     return FastStream(
         broker,

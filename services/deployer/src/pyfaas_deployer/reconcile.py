@@ -155,7 +155,11 @@ class Reconciler:
             seen = await self.runtime.observe(row.id)
             if seen.state == "ready" and seen.endpoint == row.endpoint:
                 return
-        if row.state != State.DEPLOYING:
+        # An update of a function that serves is a rollout: the function stays ready on
+        # its old endpoint (generation > observed_generation says a new one is on its way)
+        # so the gateway goes on routing to it until the new one serves.
+        serving = row.state == State.READY and row.endpoint is not None
+        if not serving and row.state != State.DEPLOYING:
             # Keep the reason of a failure visible while the next attempt runs.
             await self._record(row, row.observed_generation, State.DEPLOYING, Observation(
                 state="deploying", reason=row.reason if row.state == State.FAILED else ""))  # fmt: skip
@@ -167,11 +171,27 @@ class Reconciler:
         if obs.state == "ready":
             self._ready_since[row.id] = time.monotonic()
             await self._record(row, row.generation, State.READY, obs)
-        else:
-            await self._record(row, row.generation, State.FAILED, obs)
-            delay = self._backoff(row.id)
-            log.warning("function failed; next attempt in %gs", delay)
-            self.schedule(row.id, delay=delay)
+            if obs.after_switch is not None:
+                # Recorded and published: the gateway routes to the new endpoint now.
+                await obs.after_switch()
+            return
+        if serving:
+            seen = await self.runtime.observe(row.id)
+            if seen.state == "ready":
+                # The new generation failed but the one before still serves: keep it, say
+                # why in the reason, and wait for the user's next update (a script that
+                # does not start would fail the same way again).
+                log.warning("new generation failed; the previous one keeps serving")
+                await self._record(row, row.generation, State.READY, Observation(
+                    state="ready", endpoint=seen.endpoint,
+                    reason=f"generation {row.generation} did not start, so the previous "
+                    f"generation keeps serving; fix the script and update again. {obs.reason}",
+                ))  # fmt: skip
+                return
+        await self._record(row, row.generation, State.FAILED, obs)
+        delay = self._backoff(row.id)
+        log.warning("function failed; next attempt in %gs", delay)
+        self.schedule(row.id, delay=delay)
 
     # --- events from the runtime -----------------------------------------------------
     async def on_exit(self, function_id: UUID, reason: str) -> None:
@@ -184,6 +204,9 @@ class Reconciler:
                 row = await self.store.get(function_id)
                 if row is None or row.desired != Desired.RUNNING:
                     return
+                seen = await self.runtime.observe(function_id)
+                if seen.state == "ready" and seen.endpoint == row.endpoint:
+                    return  # a newer process took over while this report waited
                 await self._record(row, row.observed_generation, State.FAILED, Observation(
                     state="failed", reason=reason))  # fmt: skip
         self.schedule(function_id, delay=self._backoff(function_id))

@@ -34,6 +34,10 @@ class DeployerSettings(PlatformSettings):
     restart_backoff_max: float = Field(default=60.0, gt=0)
     """Longest wait between restarts of a function that keeps exiting."""
 
+    local_drain_seconds: float = Field(default=2.0, ge=0)
+    """Local runtime, on an update: how long the previous generation keeps running after
+    the gateway was switched to the new one, for the requests it is still answering."""
+
     # --- the kubernetes runtime (PYFAAS_KUBERNETES_*), read only when runtime=kubernetes ---
     # runtime/kubernetes.py applies what runtime/manifests.py builds from these; `make
     # render` prints it. Quantities are Kubernetes quantities ("250m", "512Mi").

@@ -96,6 +96,7 @@ class FunctionStore:
             runtime=row.runtime,
             env=dict(row.env),
             idle_timeout=row.idle_timeout,
+            delete_after=row.delete_after,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -122,6 +123,8 @@ class FunctionStore:
                     row.env = dict(command.env)
                 if "idle_timeout" in command.model_fields_set:
                     row.idle_timeout = command.idle_timeout
+                if "delete_after" in command.model_fields_set:
+                    row.delete_after = command.delete_after
             elif isinstance(command, DeleteFunction):
                 row.desired, row.state, row.reason = Desired.DELETED, State.DELETING, ""
             elif isinstance(command, SleepFunction):
@@ -151,6 +154,7 @@ class FunctionStore:
             env=dict(command.env),
             runtime=command.runtime,
             idle_timeout=command.idle_timeout,
+            delete_after=command.delete_after,
             desired=Desired.RUNNING,
             state=State.PENDING,
             reason="",

@@ -1,3 +1,5 @@
 from .app import main
 
-main()
+# Guarded: worker processes are spawned, and spawning imports this module again.
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,9 @@
-"""The gateway process: ``init_app`` wires the resources, ``main`` serves it.
+"""The gateway process: ``init_app`` wires the resources, ``serve`` runs one worker,
+``main`` (``python -m pyfaas_gateway``) runs one or several (:mod:`workers`).
 
 It reads routes from the database (read-only), follows the deployer's state events to keep
-its cache true, and publishes access records for the reaper.
+its cache true, proxies to functions over one keep-alive pool, and publishes access
+records for the reaper.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
+import uvloop
 from aiohttp import web
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -24,33 +27,42 @@ from pyfaas_common.streams import ensure_streams
 from pyfaas_common.subjects import Subjects
 from pyfaas_common.web import problem_middleware
 
+from . import health
 from .access import AccessLog
-from .keys import ACCESS, ROUTES, SESSION, SETTINGS
+from .headers import HeaderPolicy
+from .keys import GATEWAY, METRICS, SETTINGS, Gateway
+from .metrics import Metrics
 from .proxy import proxy
 from .routes import RouteTable
 from .settings import GatewaySettings
+from .upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def init_app(settings: GatewaySettings) -> web.Application:
+    # client_max_size only bounds bodies read whole (none here); the proxy enforces
+    # max_body_bytes on the stream itself.
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         subjects = Subjects(settings.nats_prefix)
         engine = make_engine(settings.resolved_database_url)
         await migrate.wait_for_schema(engine)
-        routes = RouteTable(engine, settings.negative_cache_seconds)
-        app[ROUTES] = routes
+        routes = RouteTable(
+            engine, settings.negative_cache_seconds, settings.route_miss_queries_per_second
+        )
 
         async def on_reconnect() -> None:
-            routes.clear()
-            log.info("nats reconnected; route cache cleared")
+            # Events may have been missed while NATS was away: read the table afresh.
+            try:
+                await routes.load_all()
+                log.info("nats reconnected; route table reloaded", extra={"routes": len(routes)})
+            except Exception as exc:
+                routes.clear()
+                log.warning("route table reload failed; cleared", extra={"error": repr(exc)})
 
         nc = await bus.wait_for_nats(
             settings.nats_url, "pyfaas-gateway", reconnected_cb=on_reconnect
@@ -63,42 +75,91 @@ def init_app(settings: GatewaySettings) -> web.Application:
             except ValidationError as exc:
                 log.warning("ignoring a state event that does not parse", extra={"error": str(exc)})
 
+        # Subscribe first, then load: an event that races the load is newer, and wins.
         await nc.subscribe(subjects.all_events, cb=on_event)
-        access = AccessLog(nc, subjects, settings.access_interval)
-        app[ACCESS] = access
-        flusher = asyncio.create_task(access.run())
-        app[SESSION] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
+        await routes.load_all()
+        gateway = Gateway(
+            settings=settings,
+            routes=routes,
+            pool=UpstreamPool(
+                connect_timeout=settings.upstream_connect_timeout,
+                keepalive_seconds=settings.upstream_keepalive_seconds,
+                max_idle_per_endpoint=settings.upstream_max_idle_per_function,
+            ),
+            session=aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=settings.upstream_connect_timeout
+                ),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            ),
+            access=AccessLog(nc, subjects, settings.access_interval),
+            metrics=app[METRICS],
+            headers=HeaderPolicy.build(settings.blocked_headers, settings.trust_forwarded),
+            nc=nc,
+            engine=engine,
         )
+        app[GATEWAY] = gateway
+
+        async def every_interval() -> None:
+            while True:
+                await asyncio.sleep(settings.access_interval)
+                await gateway.access.flush()
+                # With several workers a scrape reads all of them: keep each one's
+                # route-cache counters current, not only the scraped one's.
+                gateway.metrics.sync_routes(routes)
+
+        ticker = asyncio.create_task(every_interval())
         yield
-        flusher.cancel()
+        ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await flusher
-        await access.flush()
-        await app[SESSION].close()
+            await ticker
+        await gateway.access.flush()
+        await gateway.pool.close()
+        await gateway.session.close()
         await nc.drain()
         await engine.dispose()
 
     app.cleanup_ctx.append(resources)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
     app.router.add_route("*", "/gateway/{id}", proxy)
     app.router.add_route("*", "/gateway/{id}/{path:.*}", proxy)
     return app
 
 
-def main() -> None:
-    settings = GatewaySettings()
-    setup_logging("gateway", settings.log_level)
-    log.info(
-        "gateway listening", extra={"host": settings.gateway_host, "port": settings.gateway_port}
-    )
+def serve(settings: GatewaySettings, *, reuse_port: bool = False) -> None:
+    """Run one worker until SIGTERM/SIGINT, on uvloop."""
     web.run_app(
         init_app(settings),
         host=settings.gateway_host,
         port=settings.gateway_port,
+        reuse_port=reuse_port or None,
         print=None,
         access_log=None,
+        # A client that goes away cancels its handler, and so its upstream request.
+        handler_cancellation=True,
         shutdown_timeout=5,
+        loop=uvloop.new_event_loop(),
     )
+
+
+def main() -> None:
+    from .workers import run_workers
+
+    settings = GatewaySettings()
+    setup_logging("gateway", settings.log_level)
+    log.info(
+        "gateway listening",
+        extra={
+            "host": settings.gateway_host,
+            "port": settings.gateway_port,
+            "workers": settings.gateway_workers,
+        },
+    )
+    if settings.gateway_workers == 1:
+        serve(settings)
+    else:
+        run_workers(settings)

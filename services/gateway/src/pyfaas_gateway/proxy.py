@@ -36,6 +36,7 @@ from .websocket import is_websocket_upgrade, proxy_websocket
 
 log = logging.getLogger(__name__)
 
+
 def function_id(raw: str) -> UUID:
     try:
         return UUID(raw)
@@ -75,9 +76,6 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     route = await ready_route(gateway, function_id(request.match_info["id"]))
     if is_websocket_upgrade(request):
         return await proxy_websocket(gateway, request, route)
-    if gateway.settings.max_duration:
-        async with asyncio.timeout(gateway.settings.max_duration):
-            return await _exchange(gateway, request, route)
     return await _exchange(gateway, request, route)
 
 
@@ -144,52 +142,53 @@ async def _exchange(gateway: Gateway, request: web.Request, route: Route) -> web
     gateway.access.begin(fid)
     metrics.in_flight.inc()
     try:
-        try:
-            exchange = await gateway.pool.exchange(
-                route.target, head, method=request.method,
-                body=body.chunks if body is not None else None, chunked=chunked,
-                first_byte_timeout=settings.upstream_first_byte_timeout,
-            )  # fmt: skip
-        except UpstreamError as exc:
-            raise _upstream_problem(gateway, route, exc) from None
-        async with exchange as upstream:
+        async with asyncio.timeout(settings.max_duration or None):
             try:
-                await upstream.headers_received
+                exchange = await gateway.pool.exchange(
+                    route.target, head, method=request.method,
+                    body=body.chunks if body is not None else None, chunked=chunked,
+                    first_byte_timeout=settings.upstream_first_byte_timeout,
+                )  # fmt: skip
             except UpstreamError as exc:
                 raise _upstream_problem(gateway, route, exc) from None
-            status = upstream.status
-            metrics.latency.observe(loop.time() - started)
-            headers = response_headers(upstream.headers)
-            reason = upstream.reason.decode("latin-1") or None
-            whole = upstream.complete_body()
-            if whole is not None and request.method != "HEAD":
-                # The common small answer, already here in full: one write, no chunking.
-                headers.popall("Content-Length", None)
-                bytes_out = len(whole)
-                return web.Response(status=status, reason=reason, body=whole, headers=headers)
+            async with exchange as upstream:
+                try:
+                    await upstream.headers_received
+                except UpstreamError as exc:
+                    raise _upstream_problem(gateway, route, exc) from None
+                status = upstream.status
+                metrics.latency.observe(loop.time() - started)
+                headers = response_headers(upstream.headers)
+                reason = upstream.reason.decode("latin-1") or None
+                whole = upstream.complete_body()
+                if whole is not None and request.method != "HEAD":
+                    # The common small answer, already here in full: one write, no chunking.
+                    headers.popall("Content-Length", None)
+                    bytes_out = len(whole)
+                    return web.Response(status=status, reason=reason, body=whole, headers=headers)
 
-            response = web.StreamResponse(status=status, reason=reason, headers=headers)
-            streaming = "Content-Length" not in headers and status not in (204, 304)
-            if streaming:
-                gateway.access.stream_opened(fid)
-                metrics.open_streams.inc()
-            await response.prepare(request)
-            idle = settings.stream_idle_timeout
-            try:
-                while chunk := await upstream.read(idle):
-                    bytes_out += len(chunk)
-                    await response.write(chunk)
-            except UpstreamError as exc:
-                metrics.upstream_errors.labels(route.label, exc.kind).inc()
-                log.warning(
-                    "cutting a response the function did not finish",
-                    extra={"function_id": str(fid), "error": str(exc)},
-                )
-                status = 502
-                _cut(request)
+                response = web.StreamResponse(status=status, reason=reason, headers=headers)
+                streaming = "Content-Length" not in headers and status not in (204, 304)
+                if streaming:
+                    gateway.access.stream_opened(fid)
+                    metrics.open_streams.inc()
+                await response.prepare(request)
+                idle = settings.stream_idle_timeout
+                try:
+                    while chunk := await upstream.read(idle):
+                        bytes_out += len(chunk)
+                        await response.write(chunk)
+                except UpstreamError as exc:
+                    metrics.upstream_errors.labels(route.label, exc.kind).inc()
+                    log.warning(
+                        "cutting a response the function did not finish",
+                        extra={"function_id": str(fid), "error": str(exc)},
+                    )
+                    status = 502
+                    _cut(request)
+                    return response
+                await response.write_eof()
                 return response
-            await response.write_eof()
-            return response
     except Problem as problem:
         status = problem.status
         raise

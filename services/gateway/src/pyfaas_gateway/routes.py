@@ -1,8 +1,12 @@
 """Where each function is: the gateway's route table, consulted by :mod:`proxy`.
 
-A memory cache in front of the database. The deployer's state events (subscribed in
-:mod:`app`) keep it true; a miss reads one row (concurrent misses for one id share that
-read); an unknown id is remembered for a moment, so random ids cannot flood the database.
+A memory copy of every live route: loaded in one query at start (and again after a NATS
+reconnect, when events may have been missed), then kept true by the deployer's state
+events (subscribed in :mod:`app`). An id the table does not know is read from the
+database (concurrent misses for one id share that read) and, when unknown there too,
+remembered as unknown for a moment. Misses are also rationed (``miss_queries_per_second``):
+a flood of random ids must not become a flood of database queries, and with the whole
+table in memory an id that is not in it is almost certainly unknown anyway.
 ``db_queries`` counts every read: in a steady state a proxied request makes none.
 """
 
@@ -41,9 +45,16 @@ class Route:
 
 
 class RouteTable:
-    def __init__(self, engine: AsyncEngine, negative_ttl: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, negative_ttl: float, miss_queries_per_second: float = 50.0
+    ) -> None:
         self.engine = engine
         self.negative_ttl = negative_ttl
+        self.miss_rate = miss_queries_per_second
+        self._tokens = miss_queries_per_second
+        self._tokens_at = time.monotonic()
+        self.rationed = 0
+        """Misses answered as unknown without a query, because the ration was spent."""
         self._routes: dict[UUID, Route] = {}
         self._unknown: dict[UUID, float] = {}
         self._inflight: dict[UUID, asyncio.Future[Route | None]] = {}
@@ -70,6 +81,10 @@ class RouteTable:
         pending = self._inflight.get(function_id)
         if pending is not None:
             return await asyncio.shield(pending)
+        if not self._may_query():
+            self.rationed += 1
+            self._remember_unknown(function_id)
+            return None
         future: asyncio.Future[Route | None] = asyncio.get_running_loop().create_future()
         self._inflight[function_id] = future
         try:
@@ -98,13 +113,49 @@ class RouteTable:
             # An event for this function arrived while we read: it is newer than the row.
             return self._routes.get(function_id)
         if row is None or row.state == "deleted":
-            if len(self._unknown) > _MAX_UNKNOWN:  # keep memory bounded under a flood
-                self._unknown.clear()
-            self._unknown[function_id] = time.monotonic() + self.negative_ttl
+            self._remember_unknown(function_id)
             return None
         route = Route.of(function_id, row.state, row.endpoint, row.reason)
         self._routes[function_id] = route
         return route
+
+    def _remember_unknown(self, function_id: UUID) -> None:
+        if len(self._unknown) > _MAX_UNKNOWN:  # keep memory bounded under a flood
+            self._unknown.clear()
+        self._unknown[function_id] = time.monotonic() + self.negative_ttl
+
+    def _may_query(self) -> bool:
+        """A token bucket: ``miss_rate`` queries a second, bursts of as many."""
+        now = time.monotonic()
+        self._tokens = min(self.miss_rate, self._tokens + (now - self._tokens_at) * self.miss_rate)
+        self._tokens_at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    async def load_all(self) -> None:
+        """Replace the table with every live function's route, in one query."""
+        self.db_queries += 1
+        events_before = self._events
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        FunctionRow.id, FunctionRow.state, FunctionRow.endpoint, FunctionRow.reason
+                    ).where(FunctionRow.state != "deleted")
+                )
+            ).all()
+        fresh = {r.id: Route.of(r.id, r.state, r.endpoint, r.reason) for r in rows}
+        for function_id, seen in self._events_seen.items():
+            if seen >= events_before:  # an event newer than the snapshot wins
+                route = self._routes.get(function_id)
+                if route is None:
+                    fresh.pop(function_id, None)
+                else:
+                    fresh[function_id] = route
+        self._routes = fresh
+        self._unknown.clear()
 
     def apply(self, event: StateChanged) -> None:
         fn = event.function
@@ -124,7 +175,7 @@ class RouteTable:
         self._routes.pop(function_id, None)
 
     def clear(self) -> None:
-        """After a NATS reconnect events may have been missed: start afresh."""
+        """Forget everything (when even a reload failed): every id is read afresh."""
         self._routes.clear()
         self._unknown.clear()
 

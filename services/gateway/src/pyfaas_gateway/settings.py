@@ -64,6 +64,10 @@ class GatewaySettings(PlatformSettings):
     """How long an unknown id is remembered as unknown (a flood of random ids must not
     become a flood of database queries)."""
 
+    route_miss_queries_per_second: float = Field(default=50.0, gt=0)
+    """Database reads a second allowed for ids the route table does not know; beyond it
+    they answer 404 at once (the table holds every live function, so they are unknown)."""
+
     access_interval: float = Field(default=2.0, gt=0)
     """Seconds over which access records are aggregated per function before publishing."""
 

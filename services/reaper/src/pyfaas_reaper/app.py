@@ -1,6 +1,7 @@
-"""The reaper process: consumes the gateway's access records and keeps
-``function_access`` (``last_access_at``, call counts). The idle policy that acts on it
-(sleep, then delete) builds on this table.
+"""The reaper process: consumes the gateway's access records into ``function_access``
+(``last_access_at``, call counts, in-flight requests, open streams) and, every
+``PYFAAS_SWEEP_INTERVAL``, asks the deployer to put idle functions to sleep and to delete
+the ones asleep for too long (``sweep.py``).
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ from faststream import AckPolicy, FastStream
 from faststream.exceptions import NackMessage, RejectMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pyfaas_common import bus, migrate
 from pyfaas_common.db import make_engine
-from pyfaas_common.logs import setup_logging
-from pyfaas_common.messages import AccessRecord
+from pyfaas_common.logs import function_context, setup_logging
+from pyfaas_common.messages import AccessRecord, CommandBase, utcnow
 from pyfaas_common.streams import ensure_streams
 from pyfaas_common.subjects import Subjects
 
 from .access import record_access
 from .settings import ReaperSettings
+from .sweep import sweep
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ def build_app(settings: ReaperSettings | None = None) -> FastStream:
         log_level=logging.DEBUG,
     )
     engines: list[AsyncEngine] = []
+    tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:
         engine = make_engine(settings.resolved_database_url)
@@ -48,7 +52,38 @@ def build_app(settings: ReaperSettings | None = None) -> FastStream:
         await ensure_streams(nc.jetstream(), subjects)
         await nc.close()
 
+    async def sweep_forever() -> None:
+        nc = await bus.wait_for_nats(settings.nats_url, "pyfaas-reaper-sweep")
+        try:
+            while True:
+                await asyncio.sleep(settings.sweep_interval)
+                try:
+                    await sweep_once(nc)
+                except Exception:
+                    log.exception("sweep failed; trying again next interval")
+        finally:
+            await nc.drain()
+
+    async def sweep_once(nc: Client) -> None:
+        async def publish(command: CommandBase) -> None:
+            await bus.publish_command(nc, subjects, command)
+
+        decisions = await sweep(engines[0], settings, utcnow(), publish)
+        for decision in decisions or []:
+            with function_context(decision.command.function_id):
+                log.info(
+                    "asked to %s the function: %s",
+                    decision.command.kind,
+                    decision.why,
+                )
+
+    async def begin_sweeping() -> None:
+        tasks.append(asyncio.create_task(sweep_forever()))
+
     async def stop() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for engine in engines:
             await engine.dispose()
 
@@ -78,7 +113,9 @@ def build_app(settings: ReaperSettings | None = None) -> FastStream:
             )
             raise NackMessage(delay=delay) from exc
 
-    return FastStream(broker, on_startup=[start], on_shutdown=[stop])
+    return FastStream(
+        broker, on_startup=[start], after_startup=[begin_sweeping], on_shutdown=[stop]
+    )
 
 
 def main() -> None:

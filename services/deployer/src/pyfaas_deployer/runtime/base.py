@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from uuid import UUID
@@ -41,6 +41,11 @@ class Observation:
     state: ObservedState
     reason: str = ""
     endpoint: str | None = None
+    after_switch: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
+    """For a runtime that moves a function to a new endpoint on an update (local): what
+    serves the previous generation, stopped once the reconciler has recorded and published
+    the new endpoint, so that the gateway never routes to a process that is gone. None when
+    there is nothing to retire (Kubernetes keeps one Service address and rolls pods itself)."""
 
 
 ExitCallback = Callable[[UUID, str], Awaitable[None]]
@@ -57,7 +62,10 @@ class Runtime(Protocol):
 
     async def apply(self, spec: FunctionSpec) -> Observation:
         """Make the function run this spec; return once it accepts connections, failed,
-        or the start timeout passed."""
+        or the start timeout passed. When an earlier spec is serving, keep it serving until
+        the new one accepts connections, and if the new one fails leave the earlier one
+        serving (``observe`` then still says ready): an update must not take a working
+        function down."""
 
     async def sleep(self, function_id: UUID) -> Observation:
         """Stop serving, keep what is needed to wake quickly."""
@@ -72,3 +80,10 @@ class Runtime(Protocol):
         """Every function the runtime holds something for (for orphan clean-up)."""
 
     async def logs(self, function_id: UUID, tail: int) -> list[str]: ...
+
+    def follow_logs(self, function_id: UUID, tail: int) -> AsyncIterator[list[str]]:
+        """The last ``tail`` lines (one batch, possibly empty), then each new batch of lines
+        as the function prints them, across restarts and updates; ends when the function is
+        deleted. The caller stops it by closing the iterator (``aclose``), which must release
+        whatever the runtime holds (a file, an HTTP stream)."""
+        ...

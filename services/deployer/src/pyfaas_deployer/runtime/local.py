@@ -4,6 +4,15 @@ Used by ``make dev`` and whenever no cluster is configured. Each function lives 
 ``$PYFAAS_DATA_DIR/functions/{id}/`` (``main.py``, ``function.log``, ``process.json``)
 and runs as ``uv run --script main.py`` in its own process group on a free loopback port.
 
+An update of a serving function is a rolling one: the new generation starts on a port of
+its own beside the old one, and only once it accepts connections does ``apply`` return its
+endpoint; the reconciler records and publishes it (the gateway switches), then calls
+``Observation.after_switch``, which stops the old process after ``PYFAAS_LOCAL_DRAIN_SECONDS``
+for the requests it still has. If the new generation fails, it is stopped and the old one
+goes on serving. A process that is starting or retiring is recorded in
+``process.{pid}.json`` so that a deployer that crashes mid-update leaves nothing running
+that nobody knows of.
+
 A deployer that crashes (SIGKILL) leaves its functions running; the next one adopts them
 from ``process.json`` instead of starting them twice. A clean stop stops them too, unless
 ``PYFAAS_LOCAL_STOP_ON_SHUTDOWN=false``.
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -20,9 +30,11 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from uuid import UUID
 
 from uv import find_uv_bin
@@ -36,6 +48,8 @@ log = logging.getLogger(__name__)
 
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
 STOP_GRACE_SECONDS = 5.0
+FOLLOW_POLL_SECONDS = 0.2
+"""How often a log follow looks for new lines: a file has no cheaper portable signal."""
 
 # What a function inherits from the deployer's environment: enough for uv to find Python
 # and reach the package index, nothing of the platform's own configuration.
@@ -52,6 +66,8 @@ class _Process:
     pid: int
     port: int
     digest: str
+    record: Path
+    """Its ``process.json`` while it serves; ``process.{pid}.json`` while starting or retiring."""
     child: asyncio.subprocess.Process | None = None
     """None when adopted from an earlier deployer (not our child: we poll it)."""
     ready: bool = False
@@ -103,20 +119,75 @@ def tail_lines(path: Path, count: int) -> list[str]:
     """The last ``count`` lines of a file, read from its end."""
     try:
         with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            end = f.tell()
-            block = 8192
-            data = b""
-            while end > 0 and data.count(b"\n") <= count:
-                start = max(0, end - block)
-                f.seek(start)
-                data = f.read(end - start) + data
-                end = start
-                block *= 2
+            return _tail_of(f, f.seek(0, os.SEEK_END), count)
     except FileNotFoundError:
         return []
+
+
+def _tail_of(f: BinaryIO, end: int, count: int) -> list[str]:
+    block = 8192
+    data = b""
+    while end > 0 and data.count(b"\n") <= count:
+        start = max(0, end - block)
+        f.seek(start)
+        data = f.read(end - start) + data
+        end = start
+        block *= 2
     lines = data.decode("utf-8", "replace").splitlines()
     return lines[-count:]
+
+
+class _LogFollower:
+    """Reads what a function appends to its log file, across rotations. Blocking: the
+    runtime calls it in a thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: BinaryIO | None = None
+        self.partial = b""
+
+    def start(self, tail: int) -> list[str]:
+        """The last ``tail`` lines; from then on :meth:`read` returns what is appended."""
+        try:
+            self.file = self.path.open("rb")
+        except FileNotFoundError:
+            return []
+        # The tail and the follow share one position: no line is lost or sent twice.
+        end = self.file.seek(0, os.SEEK_END)
+        lines = _tail_of(self.file, end, tail) if tail else []
+        self.file.seek(end)
+        return lines
+
+    def read(self) -> list[str]:
+        data = b""
+        if self.file is not None:
+            data = self.file.read()
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current is not None and (
+            self.file is None or os.fstat(self.file.fileno()).st_ino != current
+        ):
+            # Rotated (or created since we started): what is left of the old file was read
+            # above; go on from the start of the new one.
+            if self.file is not None:
+                self.file.close()
+            self.file = self.path.open("rb")
+            data += self.file.read()
+        if not data:
+            return []
+        data = self.partial + data
+        # Keep an unfinished last line until its newline arrives.
+        complete, _, self.partial = data.rpartition(b"\n")
+        if not complete and not data.endswith(b"\n"):
+            return []
+        return complete.decode("utf-8", "replace").splitlines() if complete else [""]
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 class LocalRuntime:
@@ -127,6 +198,9 @@ class LocalRuntime:
         self.root = (settings.data_dir / "functions").resolve()
         self.on_exit = on_exit
         self._procs: dict[UUID, _Process] = {}
+        self._retiring: dict[asyncio.Task[None], _Process] = {}
+        self._previous: dict[UUID, _Process] = {}
+        """Replaced by a new generation, still serving until the switch is published."""
         self._uv = find_uv_bin()
 
     # --- paths ---------------------------------------------------------------------
@@ -139,11 +213,39 @@ class LocalRuntime:
     def _state_path(self, function_id: UUID) -> Path:
         return self._dir(function_id) / "process.json"
 
+    def _side_record(self, function_id: UUID, pid: int) -> Path:
+        return self._dir(function_id) / f"process.{pid}.json"
+
     # --- life cycle ----------------------------------------------------------------
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        for record in self.root.glob("*/process.*.json"):
+            # Starting or retiring when the last deployer stopped: neither serves.
+            self._stop_recorded(record)
         for state_file in self.root.glob("*/process.json"):
             self._adopt(state_file)
+
+    @staticmethod
+    def _recorded_pid(record: Path) -> int | None:
+        """The pid a record names, if that process is still this function's script."""
+        try:
+            pid = int(json.loads(record.read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return None
+        if not _pid_alive(pid) or str(record.parent / "main.py") not in cmdline:
+            return None
+        return pid
+
+    def _stop_recorded(self, record: Path) -> None:
+        pid = self._recorded_pid(record)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        record.unlink(missing_ok=True)
 
     def _adopt(self, state_file: Path) -> None:
         try:
@@ -153,21 +255,24 @@ class LocalRuntime:
         except (OSError, ValueError, KeyError):
             state_file.unlink(missing_ok=True)
             return
-        main_py = str(state_file.parent / "main.py")
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            cmdline = ""
-        if not _pid_alive(pid) or main_py not in cmdline:
+        if self._recorded_pid(state_file) != pid:
             state_file.unlink(missing_ok=True)
             return
-        proc = _Process(function_id, pid, port, digest, ready=True)
+        proc = _Process(function_id, pid, port, digest, state_file, ready=True)
         proc.watcher = asyncio.create_task(self._watch(proc))
         self._procs[function_id] = proc
         with function_context(function_id):
             log.info("adopted running function", extra={"pid": pid, "port": port})
 
     async def close(self) -> None:
+        retiring = [*self._retiring.values(), *self._previous.values()]
+        self._previous.clear()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self.settings.local_stop_on_shutdown:
+            await asyncio.gather(*(self._stop(p) for p in retiring), return_exceptions=True)
+        # Otherwise their process.{pid}.json records let the next deployer stop them.
         procs = list(self._procs.values())
         if self.settings.local_stop_on_shutdown:
             await asyncio.gather(*(self._stop(p) for p in procs), return_exceptions=True)
@@ -180,13 +285,62 @@ class LocalRuntime:
 
     # --- the Runtime interface -------------------------------------------------------
     async def apply(self, spec: FunctionSpec) -> Observation:
+        obs = await self._apply(spec)
+        if obs.state == "ready" and spec.id in self._previous:
+            # Also after a switch whose recording failed: the next ready apply retires it.
+            return dataclasses.replace(obs, after_switch=lambda: self._retire_previous(spec.id))
+        return obs
+
+    async def _apply(self, spec: FunctionSpec) -> Observation:
         current = self._procs.get(spec.id)
         if current is not None and current.digest == spec.digest and current.alive():
             return await self._wait_ready(current)
+        if current is not None and current.ready and current.alive():
+            return await self._roll(current, spec)
         if current is not None:
             await self._stop(current)
         proc = await self._spawn(spec)
         return await self._wait_ready(proc)
+
+    async def _roll(self, current: _Process, spec: FunctionSpec) -> Observation:
+        """Start ``spec`` beside the serving process; switch only once it serves."""
+        candidate = await self._spawn(spec, serving=False)
+        obs = await self._wait_ready(candidate)
+        if obs.state != "ready":
+            with function_context(spec.id):
+                log.warning(
+                    "new generation did not start; the previous one keeps serving",
+                    extra={"generation": spec.generation},
+                )
+            return obs
+        if self._procs.get(spec.id) is current and current.alive():
+            current.stopping = True  # its exit from now on is ours, not a crash
+            self._write_record(current, self._side_record(spec.id, current.pid))
+            self._previous[spec.id] = current
+        # else it stopped by itself while the new one started: nothing to retire.
+        self._procs[spec.id] = candidate
+        side = candidate.record
+        self._write_record(candidate, self._state_path(spec.id), generation=spec.generation)
+        side.unlink(missing_ok=True)
+        return obs
+
+    async def _retire_previous(self, function_id: UUID) -> None:
+        proc = self._previous.pop(function_id, None)
+        if proc is not None:
+            self._retire_later(proc)
+
+    def _retire_later(self, proc: _Process) -> None:
+        async def drain_then_stop() -> None:
+            # The gateway has been told; requests it started on the old process get this
+            # long to finish.
+            await asyncio.sleep(self.settings.local_drain_seconds)
+            with function_context(proc.function_id):
+                log.info("stopping the previous generation", extra={"pid": proc.pid})
+            await self._stop(proc)
+
+        task = asyncio.create_task(drain_then_stop())
+        self._retiring[task] = proc
+        task.add_done_callback(lambda t: self._retiring.pop(t, None))
 
     async def sleep(self, function_id: UUID) -> Observation:
         await self._stop_id(function_id)
@@ -194,6 +348,8 @@ class LocalRuntime:
 
     async def delete(self, function_id: UUID) -> Observation:
         await self._stop_id(function_id)
+        for record in self._dir(function_id).glob("process.*.json"):
+            self._stop_recorded(record)
         await asyncio.to_thread(shutil.rmtree, self._dir(function_id), True)
         return Observation(state="absent")
 
@@ -217,6 +373,26 @@ class LocalRuntime:
     async def logs(self, function_id: UUID, tail: int) -> list[str]:
         return await asyncio.to_thread(tail_lines, self._log_path(function_id), tail)
 
+    async def follow_logs(self, function_id: UUID, tail: int) -> AsyncIterator[list[str]]:
+        """Every generation writes to the one ``function.log``, so a follow goes on across
+        restarts and updates. Ends when the function's directory is removed (deleted)."""
+        follower = _LogFollower(self._log_path(function_id))
+        directory = self._dir(function_id)
+        try:
+            yield await asyncio.to_thread(follower.start, tail)
+            seen_directory = directory.exists()
+            while True:
+                await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                lines = await asyncio.to_thread(follower.read)
+                if lines:
+                    yield lines
+                if directory.exists():
+                    seen_directory = True
+                elif seen_directory:
+                    return
+        finally:
+            follower.close()
+
     # --- processes -------------------------------------------------------------------
     def _environment(self, spec: FunctionSpec, port: int) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in _INHERITED_ENV or k.startswith("UV_")}
@@ -231,12 +407,24 @@ class LocalRuntime:
         )
         return env
 
-    async def _spawn(self, spec: FunctionSpec) -> _Process:
+    def _write_record(self, proc: _Process, path: Path, generation: int | None = None) -> None:
+        record = {"pid": proc.pid, "port": proc.port, "digest": proc.digest}
+        if generation is not None:
+            record["generation"] = generation
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(path)
+        proc.record = path
+
+    async def _spawn(self, spec: FunctionSpec, serving: bool = True) -> _Process:
+        """Start ``spec``. ``serving=False``: beside the process that serves now, which
+        stays the one this runtime reports until :meth:`_roll` switches."""
         directory = self._dir(spec.id)
         directory.mkdir(parents=True, exist_ok=True)
         main_py = directory / "main.py"
         tmp = directory / "main.py.tmp"
         tmp.write_text(spec.code, encoding="utf-8")
+        # The serving process read its script when it started: replacing it is harmless.
         tmp.replace(main_py)
 
         log_path = self._log_path(spec.id)
@@ -258,12 +446,11 @@ class LocalRuntime:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stopped as one, survives us
             )  # fmt: skip
-        proc = _Process(spec.id, child.pid, port, spec.digest, child=child)
-        self._procs[spec.id] = proc
-        self._state_path(spec.id).write_text(
-            json.dumps({"pid": child.pid, "port": port, "digest": spec.digest,
-                        "generation": spec.generation, "started_at": stamp})
-        )  # fmt: skip
+        record = self._state_path(spec.id) if serving else self._side_record(spec.id, child.pid)
+        proc = _Process(spec.id, child.pid, port, spec.digest, record, child=child)
+        if serving:
+            self._procs[spec.id] = proc
+        self._write_record(proc, record, generation=spec.generation)
         proc.watcher = asyncio.create_task(self._watch(proc))
         with function_context(spec.id):
             log.info("started function", extra={"pid": child.pid, "port": port})
@@ -312,6 +499,8 @@ class LocalRuntime:
             code = None
         if proc.stopping or not proc.ready:
             return  # stopped on purpose, or _wait_ready reports it
+        if self._procs.get(proc.function_id) is not proc:
+            return  # not the one serving (anymore): nothing to report
         self._forget(proc)
         with function_context(proc.function_id):
             log.warning("function exited", extra={"code": code})
@@ -320,9 +509,12 @@ class LocalRuntime:
     def _forget(self, proc: _Process) -> None:
         if self._procs.get(proc.function_id) is proc:
             del self._procs[proc.function_id]
-            self._state_path(proc.function_id).unlink(missing_ok=True)
+        proc.record.unlink(missing_ok=True)
 
     async def _stop_id(self, function_id: UUID) -> None:
+        previous = self._previous.pop(function_id, None)
+        if previous is not None:
+            await self._stop(previous)
         proc = self._procs.get(function_id)
         if proc is not None:
             await self._stop(proc)
