@@ -48,3 +48,4 @@ e2e: sync
 
 bench: sync
 	$(RUN) python bench/deploy.py
+	$(RUN) python bench/reaper.py

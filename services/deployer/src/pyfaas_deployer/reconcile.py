@@ -55,8 +55,12 @@ class Reconciler:
     # --- scheduling ------------------------------------------------------------------
     def schedule(self, function_id: UUID, delay: float = 0.0) -> None:
         """Reconcile soon; several requests for one function before it starts become one."""
-        if self._closing or (delay == 0 and function_id in self._queued):
+        if self._closing:
             return
+        if delay == 0:
+            if function_id in self._queued:
+                return
+            self._queued.add(function_id)
         task = asyncio.create_task(self._run(function_id, delay))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -65,8 +69,8 @@ class Reconciler:
         if delay:
             await asyncio.sleep(delay)
             if function_id in self._queued:
-                return
-        self._queued.add(function_id)
+                return  # a reconcile is already on its way
+            self._queued.add(function_id)
         try:
             async with self._slots:
                 self._queued.discard(function_id)

@@ -13,6 +13,11 @@ The official client is synchronous: every call runs in a worker thread
 Kubernetes restarts a crashed container itself, so this runtime never calls ``on_exit``:
 the reconciler's periodic pass calls :meth:`observe`, which reports a crash-looping
 function as failed, with its reason, and the reconciler records it.
+
+An update rolls the pods with ``maxUnavailable: 0``: the previous pod serves until the new
+one is ready. If the new one never becomes ready, ``apply`` says failed (with the reason)
+while ``observe`` says ready as long as a previous pod still serves; the rollout stays
+stuck, Kubernetes retrying the new pod with its own back-off, until the next update.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
@@ -44,6 +49,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOG_TAIL_IN_REASON = 20
+FOLLOW_POLL_SECONDS = 1.0
+"""How often a log follow asks for new lines: a poll, so that closing the follow never
+has to interrupt a blocking streaming read in a worker thread."""
 
 # (apiVersion, kind) of everything a function is made of; also what delete and managed()
 # look through. The Deployment goes first on delete: its pods stop before their script.
@@ -190,6 +198,8 @@ class KubernetesRuntime:
         return Observation(state="absent")
 
     async def observe(self, function_id: UUID) -> Observation:
+        """Ready while any pod serves, an earlier generation's included (see the module
+        docstring); otherwise what stands in the way of the current one."""
         return await self._look(function_id)
 
     async def managed(self) -> set[UUID]:
@@ -214,6 +224,66 @@ class KubernetesRuntime:
         if lines is None:  # not started (again) yet: what the last run said
             lines = await self._log_tail(name, tail, previous=True)
         return lines or []
+
+    async def follow_logs(self, function_id: UUID, tail: int) -> AsyncIterator[list[str]]:
+        """The newest pod's log, polled with timestamps so that each poll returns only what
+        is new; when a new pod takes over (a restart by an update, a wake) its log is
+        followed from its start. Ends when the Deployment is gone (the function deleted)."""
+        pod = await self._newest_pod(function_id)
+        last = ""
+        lines: list[str] = []
+        if pod is not None:
+            lines, last = await self._stamped_log(pod, tail=tail, since="")
+        yield lines
+        while True:
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+            if await self._deployment(function_id) is None:
+                return
+            newest = await self._newest_pod(function_id)
+            if newest is None:
+                continue  # asleep, or between pods
+            if newest != pod:
+                pod, last = newest, ""
+            lines, last = await self._stamped_log(pod, tail=None, since=last)
+            if lines:
+                yield lines
+
+    async def _newest_pod(self, function_id: UUID) -> str | None:
+        pods = await self._pods(function_id)
+        if not pods:
+            return None
+        newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        name: str = newest["metadata"]["name"]
+        return name
+
+    async def _stamped_log(
+        self, pod: str, *, tail: int | None, since: str
+    ) -> tuple[list[str], str]:
+        """Lines after the timestamp ``since`` ("" for all, or the last ``tail``), and the
+        timestamp of the last one. ``sinceTime`` has whole seconds: the lines of that
+        second come again and are dropped here by their full timestamp."""
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log"
+        query: list[tuple[str, Any]] = [("container", manifests.CONTAINER), ("timestamps", "true")]
+        if tail is not None:
+            query.append(("tailLines", tail))
+        if since:
+            query.append(("sinceTime", since.split(".")[0].rstrip("Z") + "Z"))
+        try:
+            response = await self._call(
+                self._client.request, "get", path, query_params=query, serialize=False
+            )
+        except ApiException as exc:
+            if exc.status in (400, 404):
+                return [], since  # not started yet, or gone: try again next poll
+            raise
+        lines: list[str] = []
+        for raw in response.data.decode("utf-8", "replace").splitlines():
+            stamp, _, text = raw.partition(" ")
+            if since and stamp <= since:
+                continue
+            lines.append(text)
+            since = stamp
+        return lines, since
 
     # --- looking -----------------------------------------------------------------------
     async def _list(self, kind: str, label_selector: str) -> list[Manifest]:
@@ -263,6 +333,7 @@ class KubernetesRuntime:
     async def _look(self, function_id: UUID, digest: str | None = None) -> Observation:
         """Where the function's rollout stands. ``digest`` limits the verdict on pods to
         those of that script; without it, the Deployment's current template decides."""
+        digest_given = digest
         deployment = await self._deployment(function_id)
         if deployment is None:
             return Observation(state="absent")
@@ -274,6 +345,8 @@ class KubernetesRuntime:
         url = manifests.endpoint(function_id, self.settings)
 
         if _rolled_out(deployment):
+            return Observation(state="ready", endpoint=url)
+        if digest_given is None and ((deployment.get("status") or {}).get("availableReplicas") or 0):
             return Observation(state="ready", endpoint=url)
         for condition in (deployment.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
