@@ -49,3 +49,10 @@ e2e: sync
 bench: sync
 	$(RUN) python bench/deploy.py
 	$(RUN) python bench/reaper.py
+
+# Print every Kubernetes object the kubernetes runtime would apply for one script, with
+# the current PYFAAS_* settings (like `helm template`): make render SCRIPT=path/to/main.py
+render:
+	@test -n "$(SCRIPT)" || { echo "usage: make render SCRIPT=path/to/main.py" >&2; exit 2; }
+	@$(RUN) python -m pyfaas_deployer.render "$(SCRIPT)"
+.PHONY: render

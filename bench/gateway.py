@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.services import NATS_URL, NatsServer, free_port, reachable  # noqa: E402
 
-UPSTREAM = r'''
+UPSTREAM = r"""
 import asyncio, sys, httptools, uvloop
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
@@ -64,7 +64,7 @@ async def main():
         await server.serve_forever()
 
 uvloop.run(main())
-'''
+"""
 
 NGINX_CONF = """
 worker_processes 1;
@@ -95,7 +95,9 @@ http {{
 """
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while not reachable(f"http://127.0.0.1:{port}", port):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -186,7 +188,9 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk")
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
 
     procs: list[subprocess.Popen[bytes]] = []
     nats_server = None
@@ -201,7 +205,9 @@ def main() -> int:
 
             upstream_port = free_port()
             (work / "upstream.py").write_text(UPSTREAM)
-            procs.append(subprocess.Popen([sys.executable, str(work / "upstream.py"), str(upstream_port)]))
+            procs.append(
+                subprocess.Popen([sys.executable, str(work / "upstream.py"), str(upstream_port)])
+            )
             wait_listening(upstream_port, procs[-1], "the upstream")
 
             data_dir = work / "data"
@@ -224,12 +230,16 @@ def main() -> int:
             if nginx:
                 nginx_port = free_port()
                 conf = work / "nginx.conf"
-                conf.write_text(NGINX_CONF.format(dir=work, upstream=upstream_port, port=nginx_port))
+                conf.write_text(
+                    NGINX_CONF.format(dir=work, upstream=upstream_port, port=nginx_port)
+                )
                 procs.append(subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)]))
                 wait_listening(nginx_port, procs[-1], "nginx")
                 targets["nginx"] = f"http://127.0.0.1:{nginx_port}/"
             else:
-                print("nginx is not installed (apt-get install nginx-light): compared with direct only")
+                print(
+                    "nginx is not installed (apt-get install nginx-light): compared with direct only"
+                )
 
             for url in targets.values():  # warm-up: connections, caches, JITless paths
                 wrk(url, 1, args.connections)
@@ -251,10 +261,14 @@ def main() -> int:
                 print(f"{name:<10}{rps:>12.0f}{p50:>10.2f}{p99:>10.2f}   {rounds}")
             print()
             if "nginx" in best:
-                print(f"gateway / nginx   = {best['gateway'] / best['nginx']:.2f}x  (target >= 0.25x)")
+                print(
+                    f"gateway / nginx   = {best['gateway'] / best['nginx']:.2f}x  (target >= 0.25x)"
+                )
             print(f"gateway / direct  = {best['gateway'] / best['direct']:.2f}x")
 
-            print(f"\nlatency at a fixed {args.rate:g} requests/s for {args.rate_seconds:g}s (open loop)\n")
+            print(
+                f"\nlatency at a fixed {args.rate:g} requests/s for {args.rate_seconds:g}s (open loop)\n"
+            )
             p99s = {}
             for name, url in targets.items():
                 p99s[name] = asyncio.run(fixed_rate(url, args.rate, args.rate_seconds))

@@ -141,12 +141,18 @@ class Cluster:
             if pod_name not in pods and self.behaviour != "slow":
                 self.server.objects[PODS, NAMESPACE, pod_name] = self._pod(pod_name, template)
             ready = self.behaviour == "healthy"
+            # maxUnavailable: 0: a previous pod that serves stays while the new one fails.
+            old_serving = not ready and any(
+                p["status"]["containerStatuses"][0].get("ready")
+                for n, p in pods.items()
+                if n != pod_name
+            )
             status = {
                 "observedGeneration": generation,
                 "replicas": len({*pods, pod_name}) if not ready else 1,
                 "updatedReplicas": 1,
-                "availableReplicas": 1 if ready else 0,
-                "readyReplicas": 1 if ready else 0,
+                "availableReplicas": 1 if ready or old_serving else 0,
+                "readyReplicas": 1 if ready or old_serving else 0,
             }
         if deployment.get("status") != status:
             self.server.objects[DEPLOYMENTS, NAMESPACE, name].patch({"status": status})
@@ -459,3 +465,60 @@ async def test_logs_come_from_the_function_pod(
     request = list(kmock[f"get /api/v1/namespaces/{NAMESPACE}/pods/{pod}/log"])[-1]
     assert request.params["tailLines"] == "2"
     assert request.params["container"] == "function"
+
+
+async def test_a_failed_update_leaves_the_previous_pod_serving(
+    runtime: KubernetesRuntime, cluster: Cluster, kmock: ApiServer
+) -> None:
+    spec = _spec()
+    assert (await runtime.apply(spec)).state == "ready"
+    cluster.behaviour = "crashing"
+    broken = FunctionSpec(
+        id=spec.id, owner=spec.owner, name=spec.name, code=CODE + "\nraise SystemExit(1)\n"
+    )
+    (
+        kmock[
+            f"get /api/v1/namespaces/{NAMESPACE}/pods/{object_name(spec.id)}-{broken.digest[:10]}/log"
+        ]
+        << b"boom\n"
+    )
+
+    seen = await runtime.apply(broken)
+    assert seen.state == "failed" and "CrashLoopBackOff" in seen.reason
+    # The update is stuck, the previous generation serves: the contract of Runtime.apply.
+    assert (await runtime.observe(spec.id)).state == "ready"
+    assert f"{object_name(spec.id)}-{spec.digest[:10]}" in _names(cluster, PODS)
+
+
+async def test_follow_logs_yields_the_tail_then_new_lines_and_ends_on_delete(
+    runtime: KubernetesRuntime, cluster: Cluster, kmock: ApiServer
+) -> None:
+    spec = _spec()
+    assert (await runtime.apply(spec)).state == "ready"
+    pod = f"{object_name(spec.id)}-{spec.digest[:10]}"
+    written = [
+        "2025-01-01T00:00:01.5Z one",
+        "2025-01-01T00:00:01.75Z two",
+    ]
+
+    def log(request: kmock.Request) -> bytes:
+        assert request.params["timestamps"] == "true"
+        lines = written
+        if "tailLines" in request.params:
+            lines = lines[-int(request.params["tailLines"]) :]
+        if "sinceTime" in request.params:  # whole seconds, as the kubelet takes it
+            lines = [line for line in lines if line[:19] >= request.params["sinceTime"][:19]]
+        return "".join(f"{line}\n" for line in lines).encode()
+
+    kmock[f"get /api/v1/namespaces/{NAMESPACE}/pods/{pod}/log"] << log
+    follow = runtime.follow_logs(spec.id, 1)
+    try:
+        assert await anext(follow) == ["two"]
+        written.append("2025-01-01T00:00:01.8Z three")  # the same second: not "two" again
+        written.append("2025-01-01T00:00:02Z four")
+        assert await asyncio.wait_for(anext(follow), 5) == ["three", "four"]
+        await runtime.delete(spec.id)
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(follow), 5)
+    finally:
+        await follow.aclose()

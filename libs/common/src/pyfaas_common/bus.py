@@ -67,7 +67,7 @@ async def publish_command(
 ) -> PubAck:
     """Publish a command to JetStream with ``Nats-Msg-Id`` set to its id, so that a retry
     of the same command within the duplicate window is stored once."""
-    verb = command.kind  # type: ignore[attr-defined]
+    verb: Any = command.kind
     js = nc.jetstream(timeout=timeout)
     return await js.publish(
         subjects.command(verb, command.function_id),

@@ -48,6 +48,8 @@ class Message(BaseModel):
 
 
 class CommandBase(Message):
+    kind: str
+    """The verb, also the subject's third token; each command narrows it to a literal."""
     command_id: UUID = Field(default_factory=uuid4, description="Also the Nats-Msg-Id header.")
     function_id: UUID
     issued_at: datetime = Field(default_factory=utcnow)

@@ -11,9 +11,9 @@ def make_runtime(settings: DeployerSettings, on_exit: ExitCallback) -> Runtime:
         from .local import LocalRuntime
 
         return LocalRuntime(settings, on_exit)
-    from .kubernetes import KubernetesRuntime  # type: ignore[import-not-found,unused-ignore]
+    from .kubernetes import KubernetesRuntime
 
-    return KubernetesRuntime(settings, on_exit)  # type: ignore[no-any-return,unused-ignore]
+    return KubernetesRuntime(settings, on_exit)
 
 
 __all__ = ["ExitCallback", "FunctionSpec", "Observation", "Runtime", "make_runtime"]

@@ -23,6 +23,7 @@ stuck, Kubernetes retrying the new pod with its own back-off, until the next upd
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -49,9 +50,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOG_TAIL_IN_REASON = 20
-FOLLOW_POLL_SECONDS = 1.0
-"""How often a log follow asks for new lines: a poll, so that closing the follow never
-has to interrupt a blocking streaming read in a worker thread."""
 
 # (apiVersion, kind) of everything a function is made of; also what delete and managed()
 # look through. The Deployment goes first on delete: its pods stop before their script.
@@ -165,7 +163,7 @@ class KubernetesRuntime:
         return None
 
     async def sleep(self, function_id: UUID) -> Observation:
-        try:
+        with contextlib.suppress(NotFoundError):  # nothing runs: asleep already
             await self._call(
                 self._client.patch,
                 self._resources["Deployment"],
@@ -175,8 +173,6 @@ class KubernetesRuntime:
                 content_type="application/merge-patch+json",
                 field_manager=manifests.MANAGER,
             )
-        except NotFoundError:
-            pass  # nothing runs: asleep already
         return Observation(state="sleeping")
 
     async def delete(self, function_id: UUID) -> Observation:
@@ -184,7 +180,7 @@ class KubernetesRuntime:
         for _, kind in KINDS:
             for item in await self._list(kind, wanted):
                 name = item["metadata"]["name"]
-                try:
+                with contextlib.suppress(NotFoundError):  # what is gone is deleted
                     await self._call(
                         self._client.delete,
                         self._resources[kind],
@@ -193,8 +189,6 @@ class KubernetesRuntime:
                         # Pods and ReplicaSets follow their Deployment without us waiting.
                         propagation_policy="Background",
                     )
-                except NotFoundError:
-                    pass  # deleting what is gone is a success
         return Observation(state="absent")
 
     async def observe(self, function_id: UUID) -> Observation:
@@ -235,8 +229,10 @@ class KubernetesRuntime:
         if pod is not None:
             lines, last = await self._stamped_log(pod, tail=tail, since="")
         yield lines
+        # A poll (every PYFAAS_KUBERNETES_POLL_INTERVAL), not a streaming read: closing
+        # the follow then never has to interrupt a blocking read in a worker thread.
         while True:
-            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+            await asyncio.sleep(self.settings.kubernetes_poll_interval)
             if await self._deployment(function_id) is None:
                 return
             newest = await self._newest_pod(function_id)
@@ -279,7 +275,7 @@ class KubernetesRuntime:
         lines: list[str] = []
         for raw in response.data.decode("utf-8", "replace").splitlines():
             stamp, _, text = raw.partition(" ")
-            if since and stamp <= since:
+            if since and _stamp_key(stamp) <= _stamp_key(since):
                 continue
             lines.append(text)
             since = stamp
@@ -346,7 +342,9 @@ class KubernetesRuntime:
 
         if _rolled_out(deployment):
             return Observation(state="ready", endpoint=url)
-        if digest_given is None and ((deployment.get("status") or {}).get("availableReplicas") or 0):
+        if digest_given is None and (
+            (deployment.get("status") or {}).get("availableReplicas") or 0
+        ):
             return Observation(state="ready", endpoint=url)
         for condition in (deployment.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
@@ -473,6 +471,13 @@ def _rolled_out(deployment: Manifest) -> bool:
         and (status.get("availableReplicas") or 0) >= 1
         and (status.get("replicas") or 0) <= updated
     )
+
+
+def _stamp_key(stamp: str) -> str:
+    """RFC 3339 with nanoseconds, trailing zeros trimmed as the kubelet writes it, made
+    comparable as a string: ``...:05.1Z`` sorts before ``...:05.12Z``."""
+    base, _, fraction = stamp.rstrip("Z").partition(".")
+    return f"{base}.{fraction.ljust(9, '0')}"
 
 
 def _api_message(exc: ApiException) -> str:

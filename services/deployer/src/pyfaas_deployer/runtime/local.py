@@ -482,7 +482,10 @@ class LocalRuntime:
             delay = min(delay * 1.5, 0.25)
 
     def _exit_reason(self, proc: _Process, code: int | None) -> str:
-        tail = "\n".join(tail_lines(self._log_path(proc.function_id), 20))
+        lines = tail_lines(self._log_path(proc.function_id), 20)
+        # Generations share the log: show this start's lines, not the previous one's.
+        starts = [i for i, line in enumerate(lines) if line.startswith("--- pyfaas: starting")]
+        tail = "\n".join(lines[starts[-1] :] if starts else lines)
         how = f"exited with code {code}" if code is not None else "exited"
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
