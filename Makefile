@@ -56,3 +56,11 @@ render:
 	@test -n "$(SCRIPT)" || { echo "usage: make render SCRIPT=path/to/main.py" >&2; exit 2; }
 	@$(RUN) python -m pyfaas_deployer.render "$(SCRIPT)"
 .PHONY: render
+
+# The end-to-end suite against the containers of docker-compose.yml (needs a Docker engine;
+# tests that look at this machine's processes skip themselves).
+e2e-compose: sync
+	docker compose up --detach --build --wait
+	PYFAAS_E2E_API_URL=http://127.0.0.1:8000 PYFAAS_E2E_GATEWAY_URL=http://127.0.0.1:8080 \
+		$(RUN) pytest tests/e2e; status=$$?; docker compose down; exit $$status
+.PHONY: e2e-compose

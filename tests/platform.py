@@ -123,6 +123,46 @@ class Platform:
         raise LookupError(f"no {service} process under faas dev")
 
 
+class ExternalPlatform(Platform):
+    """A pyfaas already running elsewhere (``make e2e-compose``): the e2e suite drives it by
+    ``PYFAAS_E2E_API_URL`` and ``PYFAAS_E2E_GATEWAY_URL``; tests that need this machine's
+    processes or files skip themselves (:func:`local_only`)."""
+
+    def __init__(self, api: str, gateway: str, data_dir: Path) -> None:
+        super().__init__(data_dir, "", "external")
+        self._api, self._gateway = api.rstrip("/"), gateway.rstrip("/")
+
+    @property
+    def api(self) -> str:
+        return self._api
+
+    @property
+    def gateway(self) -> str:
+        return self._gateway
+
+    async def start(self, timeout: float = 60.0) -> None:
+        return None
+
+    async def stop(self, timeout: float = 30.0) -> int | None:
+        return 0
+
+
+def external_platform(data_dir: Path) -> ExternalPlatform | None:
+    api = os.environ.get("PYFAAS_E2E_API_URL")
+    if not api:
+        return None
+    gateway = os.environ.get("PYFAAS_E2E_GATEWAY_URL", "http://127.0.0.1:8080")
+    return ExternalPlatform(api, gateway, data_dir)
+
+
+def local_only(platform: Platform) -> None:
+    """Skip a test that looks at processes or files of a platform on this machine."""
+    if isinstance(platform, ExternalPlatform):
+        import pytest
+
+        pytest.skip("looks at this machine's processes; the platform under test is elsewhere")
+
+
 class Client:
     """The few API calls the tests make, with the waiting a user would do by hand."""
 

@@ -131,8 +131,6 @@ def _run(
         code = {404: Exit.NOT_FOUND, 503: Exit.UNREACHABLE}.get(exc.status, Exit.API_ERROR)
         if exc.type.endswith("/function-failed"):
             code = Exit.FUNCTION_FAILED
-        if exc.status == 422:
-            code = Exit.USAGE
         _fail(code, str(exc), problem(exc.problem))
     except Unreachable as exc:
         _fail(Exit.UNREACHABLE, str(exc), problem({"title": "Unreachable", "detail": str(exc)}))

@@ -13,7 +13,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from pyfaas_common.subjects import Subjects
-from tests.platform import Client, Platform
+from tests.platform import Client, Platform, external_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +32,10 @@ async def _drop_streams(nats_url: str, prefix: str) -> None:
 async def running_platform(
     tmp: Path, nats_url: str, database_url: str, **extra_env: str
 ) -> AsyncIterator[Platform]:
+    external = external_platform(tmp)
+    if external is not None:
+        yield external
+        return
     prefix = f"e{uuid.uuid4().hex[:12]}"
     platform = Platform(tmp, nats_url, prefix, database_url, extra_env)
     await platform.start()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.platform import Client, Platform, example, script
+from tests.platform import Client, Platform, example, local_only, script
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +63,7 @@ async def test_not_ready_yet_answers_503_with_retry_after(client: Client) -> Non
 
 
 async def test_deployer_killed_while_functions_run(client: Client, platform: Platform) -> None:
+    local_only(platform)
     ids = [(await client.create(example("hello_stdlib.py"), name=f"f{i}"))["id"] for i in range(3)]
     for fid in ids:
         await client.wait_for(fid, {"ready"}, timeout=60)

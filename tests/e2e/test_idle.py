@@ -14,7 +14,7 @@ from pyfaas_common import bus
 from pyfaas_common.messages import WakeFunction
 from pyfaas_common.subjects import Subjects
 from tests.e2e.conftest import running_platform
-from tests.platform import Client, Platform, example
+from tests.platform import Client, Platform, example, local_only
 
 pytestmark = pytest.mark.e2e
 
@@ -26,13 +26,16 @@ async def idle_platform(
     async for p in running_platform(
         tmp_path_factory.mktemp("idle"), nats_url, postgres_url, PYFAAS_SWEEP_INTERVAL="0.3"
     ):
+        local_only(p)  # needs a sweep interval of its own
         yield p
 
 
 async def test_an_idle_function_sleeps_and_wakes(idle_platform: Platform, nats_url: str) -> None:
     async with aiohttp.ClientSession() as session:
         client = Client(session, idle_platform)
-        fid = (await client.create(example("hello_stdlib.py"), idle_timeout=2, delete_after=0))["id"]
+        fid = (await client.create(example("hello_stdlib.py"), idle_timeout=2, delete_after=0))[
+            "id"
+        ]
         await client.wait_for(fid, {"ready"})
         assert (await client.call(fid, "hi")).status == 200
         process = idle_platform.data_dir / "functions" / fid / "process.json"
@@ -48,7 +51,9 @@ async def test_an_idle_function_sleeps_and_wakes(idle_platform: Platform, nats_u
         nc = await nats.connect(nats_url)
         try:
             prefix = idle_platform.env["PYFAAS_NATS_PREFIX"]
-            await bus.publish_command(nc, Subjects(prefix), WakeFunction(function_id=uuid.UUID(fid)))
+            await bus.publish_command(
+                nc, Subjects(prefix), WakeFunction(function_id=uuid.UUID(fid))
+            )
         finally:
             await nc.close()
         awake = await client.wait_for(fid, {"ready"}, timeout=30)
@@ -59,7 +64,9 @@ async def test_an_idle_function_sleeps_and_wakes(idle_platform: Platform, nats_u
 async def test_a_function_asleep_too_long_is_deleted(idle_platform: Platform) -> None:
     async with aiohttp.ClientSession() as session:
         client = Client(session, idle_platform)
-        fid = (await client.create(example("hello_stdlib.py"), idle_timeout=1, delete_after=1))["id"]
+        fid = (await client.create(example("hello_stdlib.py"), idle_timeout=1, delete_after=1))[
+            "id"
+        ]
         await client.wait_for(fid, {"sleeping"}, timeout=20)
         await client.wait_for(fid, {"HTTP 404"}, timeout=20)
         assert (await client.call(fid, "")).status == 404

@@ -104,14 +104,18 @@ async def test_who_sleeps_and_why(engine: AsyncEngine) -> None:
 
 async def test_a_stale_in_flight_count_does_not_keep_a_function_awake(engine: AsyncEngine) -> None:
     """Its gateway stopped reporting (it died with the request open)."""
-    fid = await add(engine, accessed=timedelta(minutes=10), in_flight=1, reported=timedelta(minutes=5))
+    fid = await add(
+        engine, accessed=timedelta(minutes=10), in_flight=1, reported=timedelta(minutes=5)
+    )
     assert fid in await run(engine, access_stale_after=60)
 
 
 async def test_who_is_deleted_after_sleeping(engine: AsyncEngine) -> None:
     stale = await add(engine, desired="sleeping", state="sleeping", changed=timedelta(hours=2))
     fresh = await add(engine, desired="sleeping", state="sleeping", changed=timedelta(minutes=5))
-    keep = await add(engine, desired="sleeping", state="sleeping", changed=timedelta(days=400), delete_after=0)
+    keep = await add(
+        engine, desired="sleeping", state="sleeping", changed=timedelta(days=400), delete_after=0
+    )
     by_default = await add(
         engine, desired="sleeping", state="sleeping", changed=timedelta(days=8), delete_after=None
     )

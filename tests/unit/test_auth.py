@@ -80,7 +80,11 @@ def test_rs256_with_a_public_key_and_a_jwks(tmp_path: Path) -> None:
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig"}]}))
     by_jwks = Authenticator(AuthSettings(auth="jwt", jwt_jwks_file=tmp_path / "jwks.json"))
-    signed = jwt.encode({"sub": "bob", "exp": time.time() + 60}, key, algorithm="RS256", headers={"kid": "k1"})
+    signed = jwt.encode(
+        {"sub": "bob", "exp": time.time() + 60}, key, algorithm="RS256", headers={"kid": "k1"}
+    )
     assert by_jwks.identify(f"Bearer {signed}") == Identity("bob")
-    unknown = jwt.encode({"sub": "bob", "exp": time.time() + 60}, key, algorithm="RS256", headers={"kid": "k9"})
+    unknown = jwt.encode(
+        {"sub": "bob", "exp": time.time() + 60}, key, algorithm="RS256", headers={"kid": "k9"}
+    )
     assert "not one this platform trusts" in refused(by_jwks, f"Bearer {unknown}")

@@ -54,7 +54,14 @@ def test_the_openapi_document_is_valid_and_matches_the_models() -> None:
     doc = openapi_document()
     validate(doc)
     create = doc["components"]["schemas"]["CreateRequest"]
-    assert set(create["properties"]) == {"user", "name", "code", "env", "idle_timeout", "delete_after"}
+    assert set(create["properties"]) == {
+        "user",
+        "name",
+        "code",
+        "env",
+        "idle_timeout",
+        "delete_after",
+    }
     assert create["additionalProperties"] is False
     assert set(create["required"]) == {"user", "code"}
     assert set(doc["paths"]) == {
