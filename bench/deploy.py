@@ -113,7 +113,9 @@ async def main(count: int) -> None:
     print(f"\nPOST → ready for {count} functions with no dependencies (embedded SQLite):")
     p_med, p_p99 = report("pyfaas (POST → GET says ready)", through)
     b_med, b_p99 = report("bare uv run --script → listening", bare)
-    print(f"{'ratio pyfaas / bare':<34}        median {p_med / b_med:7.2f} ×      p99 {p_p99 / b_p99:7.2f} ×")
+    print(
+        f"{'ratio pyfaas / bare':<34}        median {p_med / b_med:7.2f} ×      p99 {p_p99 / b_p99:7.2f} ×"
+    )
     print(f"{'platform share (median)':<34}        {(p_med - b_med) * 1000:7.1f} ms")
 
 

@@ -32,7 +32,9 @@ from pyfaas_reaper.sweep import decide, sweep  # noqa: E402
 from tests.services import NATS_URL, POSTGRES_URL, create_database, drop_database  # noqa: E402
 
 
-def rows(count: int, idle: int, now: object) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+def rows(
+    count: int, idle: int, now: object
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     functions, access = [], []
     for i in range(count):
         fid = uuid.uuid4()
@@ -69,7 +71,9 @@ async def main(count: int, idle: int) -> None:
                 await conn.execute(FunctionAccess.__table__.insert(), access[i : i + 5000])
         async with engine.begin() as conn:
             await conn.exec_driver_sql("ANALYZE")
-        print(f"loaded {count:,} functions ({idle:,} idle) in {time.perf_counter() - started:.1f} s")
+        print(
+            f"loaded {count:,} functions ({idle:,} idle) in {time.perf_counter() - started:.1f} s"
+        )
 
         settings = ReaperSettings()
         async with engine.connect() as conn:
@@ -104,10 +108,16 @@ async def main(count: int, idle: int) -> None:
         drop_database(POSTGRES_URL, name)
 
     assert decisions is not None
-    print(f"sweep query over {count:,} rows        {query_s * 1000:8.1f} ms   ({len(decided):,} decisions)")
-    print(f"sweep query over the {idle:,} idle only  {baseline_s * 1000:8.1f} ms   ({len(baseline):,} decisions)")
+    print(
+        f"sweep query over {count:,} rows        {query_s * 1000:8.1f} ms   ({len(decided):,} decisions)"
+    )
+    print(
+        f"sweep query over the {idle:,} idle only  {baseline_s * 1000:8.1f} ms   ({len(baseline):,} decisions)"
+    )
     print(f"ratio                               {query_s / baseline_s:8.2f} ×")
-    print(f"whole sweep (query + publish, acked) {sweep_s * 1000:7.1f} ms   {len(decisions):,} commands published, {stored:,} stored by JetStream")
+    print(
+        f"whole sweep (query + publish, acked) {sweep_s * 1000:7.1f} ms   {len(decisions):,} commands published, {stored:,} stored by JetStream"
+    )
 
 
 if __name__ == "__main__":

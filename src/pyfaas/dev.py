@@ -108,7 +108,8 @@ def nats_server_binary() -> str:
 def stop_leftover_functions(data_dir: Path) -> int:
     """Backstop: stop any function process group recorded under ``data_dir``."""
     stopped = 0
-    for record in (data_dir / "functions").glob("*/process.json"):
+    # process.json: serving; process.{pid}.json: starting or retiring during an update.
+    for record in (data_dir / "functions").glob("*/process*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
             pid = int(json.loads(record.read_text())["pid"])
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")

@@ -209,7 +209,7 @@ async def test_logs_follow_shows_a_line_printed_after_it_started(
     # A follow ends by itself when its function is deleted.
     proc = await _follow(env, fid)
     assert proc.stdout is not None and proc.stderr is not None
-    assert b"listening on" in await asyncio.wait_for(proc.stdout.readline(), 20)
+    assert marker.encode() in await asyncio.wait_for(proc.stdout.readline(), 20)  # the tail
     removed = await faas(env, "rm", fid)
     assert removed.code == 0, removed.err
     assert await asyncio.wait_for(proc.wait(), 20) == Exit.OK
