@@ -36,7 +36,13 @@ class Echo(BaseHTTPRequestHandler):
         print(format % args, flush=True)
 
 
+class Server(ThreadingHTTPServer):
+    # The standard library's default backlog is 5: a burst of callers (say, everyone
+    # waiting for a wake) would overflow it and see connections dropped.
+    request_queue_size = 128
+
+
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "8000"))
     print(f"listening on 0.0.0.0:{port}", flush=True)
-    ThreadingHTTPServer(("0.0.0.0", port), Echo).serve_forever()
+    Server(("0.0.0.0", port), Echo).serve_forever()

@@ -85,7 +85,7 @@ if __name__ == "__main__":
 MCP = '''\
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["mcp>=1.9,<2"]
+# dependencies = ["mcp>=2.3,<3", "uvicorn>=0.30"]
 # ///
 """{name}: an MCP server over streamable HTTP, served by pyfaas.
 
@@ -94,30 +94,27 @@ Connect an MCP client to <the function's URL>mcp (e.g. .../gateway/<id>/mcp).
 
 import os
 
-from mcp.server.fastmcp import FastMCP
+from mcp.server.mcpserver import MCPServer
 
-mcp = FastMCP(
-    "{name}",
-    host="0.0.0.0",
-    port=int(os.environ.get("PORT", "8000")),
-    stateless_http=True,  # any replica can answer any request; nothing kept between calls
-)
+server = MCPServer("{name}")
 
 
-@mcp.tool()
+@server.tool()
 def add(a: int, b: int) -> int:
-    """Add two numbers."""
+    """Add two integers."""
     return a + b
 
 
-@mcp.tool()
+@server.tool()
 def greet(name: str) -> str:
     """Say hello."""
     return f"{{os.environ.get('GREETING', 'Hello')}}, {{name}}!"
 
 
 if __name__ == "__main__":
-    mcp.run(transport="streamable-http")
+    port = int(os.environ.get("PORT", "8000"))
+    print(f"MCP server on 0.0.0.0:{{port}}/mcp", flush=True)
+    server.run("streamable-http", host="0.0.0.0", port=port)
 '''
 
 TEMPLATES = {"http": HTTP, "aiohttp": AIOHTTP, "mcp": MCP}

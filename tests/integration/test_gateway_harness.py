@@ -289,7 +289,7 @@ async def start_gateway(
         port = free_port()
         settings = GatewaySettings(
             nats_url=nats_url, nats_prefix=prefix, database_url=postgres_url,
-            data_dir=data_dir, gateway_port=port, **{"access_interval": 60.0, **overrides},
+            data_dir=data_dir, gateway_port=port, **{"access_interval": 60.0, "wake_timeout": 0.5, **overrides},
         )  # fmt: skip
         app = init_app(settings)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)

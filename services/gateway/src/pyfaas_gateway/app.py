@@ -36,6 +36,7 @@ from .proxy import proxy
 from .routes import RouteTable
 from .settings import GatewaySettings
 from .upstream import UpstreamPool
+from .wake import Waker
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,13 @@ def init_app(settings: GatewaySettings) -> web.Application:
         )
         await ensure_streams(nc.jetstream(), subjects)
 
+        waker = Waker(nc, subjects, settings, routes, app[METRICS])
+
         async def on_event(msg: Msg) -> None:
             try:
-                routes.apply(StateChanged.model_validate_json(msg.data))
+                event = StateChanged.model_validate_json(msg.data)
+                routes.apply(event)
+                waker.on_event(event)
             except ValidationError as exc:
                 log.warning("ignoring a state event that does not parse", extra={"error": str(exc)})
 
@@ -99,6 +104,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
             headers=HeaderPolicy.build(settings.blocked_headers, settings.trust_forwarded),
             nc=nc,
             engine=engine,
+            waker=waker,
         )
         app[GATEWAY] = gateway
 

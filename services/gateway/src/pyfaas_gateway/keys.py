@@ -20,6 +20,7 @@ from .metrics import Metrics
 from .routes import RouteTable
 from .settings import GatewaySettings
 from .upstream import UpstreamPool
+from .wake import Waker
 
 
 @dataclass(slots=True)
@@ -35,6 +36,7 @@ class Gateway:
     headers: HeaderPolicy
     nc: Client
     engine: AsyncEngine
+    waker: Waker
 
 
 SETTINGS = web.AppKey("settings", GatewaySettings)

@@ -25,6 +25,7 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Latency to the function's response headers: streams would make a total-time histogram
 # meaningless, and what a user feels first is this.
+_COLD_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -67,6 +68,13 @@ class Metrics:
             "pyfaas_gateway_upstream_errors",
             "Failed exchanges with functions, by function and kind",
             ["function", "kind"], registry=r,
+        )  # fmt: skip
+        self.cold_start = Histogram(
+            "pyfaas_gateway_cold_start_seconds",
+            "Waking a sleeping function on request, by phase: command (the wake reaching "
+            "the deployer), start (process or pod start to accepting connections, "
+            "dependency install included), total",
+            ["phase"], buckets=_COLD_BUCKETS, registry=r,
         )  # fmt: skip
         self._requests_by: dict[tuple[str, int], Counter] = {}
 

@@ -44,24 +44,27 @@ def function_id(raw: str) -> UUID:
         raise not_found(f"no function {raw!r} (function ids are UUIDs)") from None
 
 
-async def wake(gateway: Gateway, route: Route) -> Route:
-    """The seam for wake-on-request. The idle-functions issue makes this publish a
-    ``WakeFunction`` command and wait (bounded) on the route table for the function's
-    ``ready`` event, then return the ready route so the request goes through. Until then a
-    sleeping function answers 503 with ``Retry-After``."""
-    raise unavailable("the function is asleep", retry_after=2)
+COLD_START = web.RequestKey("cold_start_ms", int)
+"""Set on a request that woke its function (or waited for the wake), for the
+``X-Pyfaas-Cold-Start`` response header."""
 
 
-async def ready_route(gateway: Gateway, fid: UUID) -> Route:
+async def ready_route(gateway: Gateway, fid: UUID, request: web.Request | None = None) -> Route:
     """The route of a function that can take a request now, or the problem that says why
-    it cannot."""
+    it cannot. A sleeping function is woken first (:mod:`wake`), and so is one whose wake
+    is under way: the request waits for it rather than getting a 503."""
     route = await gateway.routes.lookup(fid)
     if route is None:
         raise not_found(f"no function with id {fid}")
     if route.state == "ready" and route.target is not None:
         return route
-    if route.state == "sleeping":
-        return await wake(gateway, route)
+    if route.state == "sleeping" or (
+        route.state in ("pending", "deploying") and gateway.waker.waking(fid)
+    ):
+        route, waited = await gateway.waker.wake(route)
+        if request is not None:
+            request[COLD_START] = round(waited * 1000)
+        return route
     if route.state in ("pending", "deploying", "ready"):
         raise unavailable(f"the function is {route.state}; it is not ready yet", retry_after=1)
     if route.state == "failed":
@@ -73,7 +76,7 @@ async def ready_route(gateway: Gateway, fid: UUID) -> Route:
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    route = await ready_route(gateway, function_id(request.match_info["id"]))
+    route = await ready_route(gateway, function_id(request.match_info["id"]), request)
     if is_websocket_upgrade(request):
         return await proxy_websocket(gateway, request, route)
     return await _exchange(gateway, request, route)
@@ -159,6 +162,9 @@ async def _exchange(gateway: Gateway, request: web.Request, route: Route) -> web
                 status = upstream.status
                 metrics.latency.observe(loop.time() - started)
                 headers = response_headers(upstream.headers)
+                cold_start = request.get(COLD_START)
+                if cold_start is not None:
+                    headers["X-Pyfaas-Cold-Start"] = str(cold_start)
                 reason = upstream.reason.decode("latin-1") or None
                 whole = upstream.complete_body()
                 if whole is not None and request.method != "HEAD":

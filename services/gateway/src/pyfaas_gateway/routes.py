@@ -37,11 +37,15 @@ class Route:
     target: Endpoint | None = field(default=None, compare=False)
     label: str = ""
     """The function id as a metrics label, made once."""
+    generation: int = 0
+    """The generation this route describes: a wake names the sleep it ends by it."""
 
     @classmethod
-    def of(cls, function_id: UUID, state: str, endpoint: str | None, reason: str) -> Route:
+    def of(
+        cls, function_id: UUID, state: str, endpoint: str | None, reason: str, generation: int = 0
+    ) -> Route:
         target = Endpoint.parse(endpoint) if endpoint else None
-        return cls(function_id, state, endpoint, reason, target, str(function_id))
+        return cls(function_id, state, endpoint, reason, target, str(function_id), generation)
 
 
 class RouteTable:
@@ -104,9 +108,12 @@ class RouteTable:
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(FunctionRow.state, FunctionRow.endpoint, FunctionRow.reason).where(
-                        FunctionRow.id == function_id
-                    )
+                    select(
+                        FunctionRow.state,
+                        FunctionRow.endpoint,
+                        FunctionRow.reason,
+                        FunctionRow.generation,
+                    ).where(FunctionRow.id == function_id)
                 )
             ).first()
         if self._events_seen.get(function_id, -1) >= events_before:
@@ -115,7 +122,7 @@ class RouteTable:
         if row is None or row.state == "deleted":
             self._remember_unknown(function_id)
             return None
-        route = Route.of(function_id, row.state, row.endpoint, row.reason)
+        route = Route.of(function_id, row.state, row.endpoint, row.reason, row.generation)
         self._routes[function_id] = route
         return route
 
@@ -142,11 +149,15 @@ class RouteTable:
             rows = (
                 await conn.execute(
                     select(
-                        FunctionRow.id, FunctionRow.state, FunctionRow.endpoint, FunctionRow.reason
+                        FunctionRow.id,
+                        FunctionRow.state,
+                        FunctionRow.endpoint,
+                        FunctionRow.reason,
+                        FunctionRow.generation,
                     ).where(FunctionRow.state != "deleted")
                 )
             ).all()
-        fresh = {r.id: Route.of(r.id, r.state, r.endpoint, r.reason) for r in rows}
+        fresh = {r.id: Route.of(r.id, r.state, r.endpoint, r.reason, r.generation) for r in rows}
         for function_id, seen in self._events_seen.items():
             if seen >= events_before:  # an event newer than the snapshot wins
                 route = self._routes.get(function_id)
@@ -168,7 +179,7 @@ class RouteTable:
             self._routes.pop(fn.id, None)
             self._unknown[fn.id] = time.monotonic() + self.negative_ttl
             return
-        self._routes[fn.id] = Route.of(fn.id, fn.state, fn.endpoint, fn.reason)
+        self._routes[fn.id] = Route.of(fn.id, fn.state, fn.endpoint, fn.reason, fn.generation)
 
     def forget(self, function_id: UUID) -> None:
         """The route failed us (connection refused): read it again next time."""

@@ -20,6 +20,12 @@ class GatewaySettings(PlatformSettings):
 
     gateway_port: int = 8080
 
+    wake_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a request waits for a sleeping function to wake before 503 + Retry-After."""
+
+    wake_max_waiting: int = Field(default=1000, ge=1)
+    """Requests that may wait for one function to wake; more answer 503 at once."""
+
     gateway_workers: int = Field(default=1, ge=1, le=256)
     """Worker processes sharing the port (SO_REUSEPORT). One per core in production; one
     keeps ``make dev`` light."""
