@@ -49,6 +49,8 @@ e2e: sync
 bench: sync
 	$(RUN) python bench/deploy.py
 	$(RUN) python bench/reaper.py
+	$(RUN) python bench/coldstart.py
+	$(RUN) python bench/gateway.py
 
 # Print every Kubernetes object the kubernetes runtime would apply for one script, with
 # the current PYFAAS_* settings (like `helm template`): make render SCRIPT=path/to/main.py

@@ -163,15 +163,22 @@ class Reconciler:
         # its old endpoint (generation > observed_generation says a new one is on its way)
         # so the gateway goes on routing to it until the new one serves.
         serving = row.state == State.READY and row.endpoint is not None
-        if not serving and row.state != State.DEPLOYING:
-            # Keep the reason of a failure visible while the next attempt runs.
-            await self._record(row, row.observed_generation, State.DEPLOYING, Observation(
-                state="deploying", reason=row.reason if row.state == State.FAILED else ""))  # fmt: skip
         spec = FunctionSpec(
             id=row.id, owner=row.owner, name=row.name, code=row.code,
             env=dict(row.env), generation=row.generation,
         )  # fmt: skip
-        obs = await self.runtime.apply(spec)
+        # Start at once; saying "deploying" happens while the process starts (a wake's
+        # cold start should not wait for a database write and an event).
+        applying = asyncio.create_task(self.runtime.apply(spec))
+        if not serving and row.state != State.DEPLOYING:
+            # Keep the reason of a failure visible while the next attempt runs.
+            try:
+                await self._record(row, row.observed_generation, State.DEPLOYING, Observation(
+                    state="deploying", reason=row.reason if row.state == State.FAILED else ""))  # fmt: skip
+            except BaseException:
+                applying.cancel()
+                raise
+        obs = await applying
         if obs.state == "ready":
             self._ready_since[row.id] = time.monotonic()
             await self._record(row, row.generation, State.READY, obs)

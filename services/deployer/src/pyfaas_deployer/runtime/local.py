@@ -459,8 +459,9 @@ class LocalRuntime:
     async def _wait_ready(self, proc: _Process) -> Observation:
         """Ready means the port accepts connections, not merely that a process exists."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.start_timeout
-        delay = 0.01
+        started = loop.time()
+        deadline = started + self.settings.start_timeout
+        delay = 0.002
         while True:
             if await _accepts(proc.port) and proc.alive():
                 proc.ready = True
@@ -479,7 +480,11 @@ class LocalRuntime:
                     f"0.0.0.0:$PORT. Last log lines:\n{tail}",
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            # A connect attempt on loopback costs microseconds: poll tightly while a
+            # script without dependencies would be starting (every millisecond of
+            # detection is a millisecond of cold start), then back off for slow installs.
+            if loop.time() - started > 2.0:
+                delay = min(delay * 1.5, 0.25)
 
     def _exit_reason(self, proc: _Process, code: int | None) -> str:
         lines = tail_lines(self._log_path(proc.function_id), 20)
