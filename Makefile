@@ -66,3 +66,9 @@ e2e-compose: sync
 	PYFAAS_E2E_API_URL=http://127.0.0.1:8000 PYFAAS_E2E_GATEWAY_URL=http://127.0.0.1:8080 \
 		$(RUN) pytest tests/e2e; status=$$?; docker compose down; exit $$status
 .PHONY: e2e-compose
+
+# The event contract: AsyncAPI documents FastStream generates from the workers' handlers.
+docs: sync
+	cd docs/asyncapi && env -u PYFAAS_NATS_PREFIX $(RUN) faststream docs gen --factory pyfaas_deployer.app:build_app --out deployer.json
+	cd docs/asyncapi && env -u PYFAAS_NATS_PREFIX $(RUN) faststream docs gen --factory pyfaas_reaper.app:build_app --out reaper.json
+.PHONY: docs

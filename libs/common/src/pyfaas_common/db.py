@@ -64,6 +64,11 @@ class FunctionRow(Base):
     code: Mapped[str] = mapped_column(Text)
     code_digest: Mapped[str] = mapped_column(String(64))
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Environment variables whose values are never returned, published or logged."""
+    visibility: Mapped[str] = mapped_column(String(16), default="public")
+    invoke_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """SHA-256 (hex) of the private function's invoke key; the key itself is not kept."""
     runtime: Mapped[str] = mapped_column(String(32))
     idle_timeout: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """Seconds without a request before sleep; 0 never; None: the reaper's default."""

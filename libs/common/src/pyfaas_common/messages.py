@@ -39,6 +39,14 @@ class Desired(StrEnum):
     DELETED = "deleted"
 
 
+Visibility = Literal["public", "private"]
+"""Who may call a function through the gateway: anyone, or its owner (and admins) and
+holders of its invoke key."""
+
+REDACTED = "********"
+"""What a secret's value reads as wherever it is shown (API answers, state events)."""
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     v: Literal[1] = 1
@@ -61,9 +69,16 @@ class CreateFunction(CommandBase):
     name: str
     code: str
     env: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables whose values are never shown."
+    )
     idle_timeout: int | None = None
     delete_after: int | None = None
     runtime: str = "local"
+    visibility: Visibility = "public"
+    invoke_key_hash: str | None = Field(
+        default=None, description="SHA-256 (hex) of the function's invoke key; the key is not kept."
+    )
 
 
 class UpdateFunction(CommandBase):
@@ -72,8 +87,12 @@ class UpdateFunction(CommandBase):
     kind: Literal["update"] = "update"
     code: str | None = None
     env: dict[str, str] | None = None
+    secrets: dict[str, str] | None = None
     idle_timeout: int | None = None
     delete_after: int | None = None
+    visibility: Visibility | None = None
+    invoke_key_hash: str | None = None
+    """Set: a new invoke key replaces the old one (the API made it)."""
 
 
 class DeleteFunction(CommandBase):
@@ -115,8 +134,15 @@ class FunctionView(Message):
     observed_generation: int
     runtime: str
     env: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(
+        default_factory=dict, description="The secret variables' names; every value is REDACTED."
+    )
     idle_timeout: int | None = None
     delete_after: int | None = None
+    visibility: Visibility = "public"
+    invoke_key_hash: str | None = Field(
+        default=None, description="For the gateway; internal: the API never returns it."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -152,7 +178,7 @@ class GetQuery(Message):
 
 
 class ListQuery(Message):
-    user: str
+    user: str | None = Field(default=None, description="None: every user's (for admins).")
 
 
 class LogsQuery(Message):

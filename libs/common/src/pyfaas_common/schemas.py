@@ -6,7 +6,7 @@ two can never disagree; the CLI validates with them before it sends anything.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -15,9 +15,16 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
-from .validation import InvalidScript, check_env, check_name, parse_script
+from .validation import (
+    InvalidScript,
+    check_env,
+    check_env_and_secrets,
+    check_name,
+    parse_script,
+)
 
 UserName = Annotated[
     str,
@@ -47,6 +54,25 @@ Env = Annotated[
         examples=[{"GREETING": "hello"}],
     ),
     AfterValidator(check_env),
+]
+Secrets = Annotated[
+    dict[str, str],
+    Field(
+        description="Environment variables whose values are secret: set in the function's "
+        "environment like env, but never returned (list and get show each name with the "
+        "value '********'), kept in a Kubernetes Secret, and redacted from pyfaas' logs and "
+        "from the function's log lines. Names follow the rules of env and may not repeat one.",
+        examples=[{"API_TOKEN": "s3cr3t"}],
+    ),
+    AfterValidator(check_env),
+]
+VisibilityField = Annotated[
+    Literal["public", "private"],
+    Field(
+        description="public: anyone may call the function through the gateway. private: "
+        "only its owner's token (or an admin's) or its invoke key "
+        "(X-Pyfaas-Invoke-Key header) may.",
+    ),
 ]
 IdleTimeout = Annotated[
     int | None,
@@ -85,19 +111,62 @@ def _check_code(code: str, info: ValidationInfo) -> str:
     return code
 
 
+class Source(BaseModel):
+    """Where to fetch the script from, instead of sending it as ``code``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="An https URL of the script (a GitHub gist page becomes its raw file). "
+        "pyfaas fetches it once, at create, from public addresses only (unless the operator "
+        "allows a host), and validates it like inline code.",
+        examples=["https://gist.github.com/alice/0123abcd"],
+    )
+
+
 class CreateRequest(BaseModel):
     """``POST /faas/python``"""
 
     model_config = ConfigDict(extra="forbid")
 
-    user: UserName
+    user: UserName | None = Field(
+        default=None,
+        description="Owner of the function: 1-63 lowercase letters, digits or '-'. With "
+        "PYFAAS_AUTH=jwt it defaults to the token's user (and must equal it unless the token "
+        "is an admin's); with PYFAAS_AUTH=none it is required.",
+        examples=["alice"],
+    )
     name: FunctionName = "main"
-    code: Code
+    code: Code | None = Field(
+        default=None,
+        min_length=1,
+        description="The whole Python script, with a PEP 723 '# /// script' block; it must "
+        "serve HTTP on 0.0.0.0:$PORT. Exactly one of code and source.",
+    )
+    source: Source | None = Field(
+        default=None, description="Fetch the script from a URL instead; exactly one of code and source."
+    )
     env: Env = Field(default_factory=dict)
+    secrets: Secrets = Field(default_factory=dict)
+    visibility: VisibilityField = "public"
     idle_timeout: IdleTimeout = None
     delete_after: DeleteAfter = None
 
-    _code = field_validator("code")(_check_code)
+    @field_validator("code")
+    @classmethod
+    def _code_ok(cls, code: str | None, info: ValidationInfo) -> str | None:
+        return None if code is None else _check_code(code, info)
+
+    @model_validator(mode="after")
+    def _one_source_and_distinct_names(self) -> CreateRequest:
+        if (self.code is None) == (self.source is None):
+            raise ValueError(
+                "send exactly one of code (the script) and source ({\"url\": ...})"
+            )
+        check_env_and_secrets(self.env, self.secrets)
+        return self
 
 
 class UpdateRequest(BaseModel):
@@ -106,7 +175,16 @@ class UpdateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: Code | None = None
-    env: Env | None = None
+    env: Env | None = Field(default=None, description="Replaces the whole plain environment.")
+    secrets: Secrets | None = Field(
+        default=None, description="Replaces every secret variable (send all you keep)."
+    )
+    visibility: VisibilityField | None = None
+    rotate_invoke_key: bool = Field(
+        default=False,
+        description="Make a new invoke key (answered once as invoke_key); the old one stops "
+        "working. A function made private that has no key gets one without asking.",
+    )
     idle_timeout: IdleTimeout = None
     delete_after: DeleteAfter = None
 
@@ -114,6 +192,11 @@ class UpdateRequest(BaseModel):
     @classmethod
     def _code_ok(cls, code: str | None, info: ValidationInfo) -> str | None:
         return None if code is None else _check_code(code, info)
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> UpdateRequest:
+        check_env_and_secrets(self.env or {}, self.secrets or {})
+        return self
 
     def is_empty(self) -> bool:
         return not self.model_fields_set
@@ -124,7 +207,11 @@ class ListRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user: UserName
+    user: UserName | None = Field(
+        default=None,
+        description="Whose functions. With PYFAAS_AUTH=jwt it defaults to the token's user; "
+        "an admin who leaves it out sees every user's. Required with PYFAAS_AUTH=none.",
+    )
 
 
 def field_errors(exc: Any) -> list[tuple[str, str]]:
@@ -141,6 +228,8 @@ def field_errors(exc: Any) -> list[tuple[str, str]]:
             msg = "is not valid UTF-8 text (it holds a lone surrogate); send it as UTF-8"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
+        if loc == "body" and "env and secrets" in msg or "both in env and in secrets" in msg:
+            loc = "secrets"
         out.append((loc, msg))
     return out
 
@@ -162,6 +251,17 @@ class FunctionResource(BaseModel):
     observed_generation: int = Field(description="The generation the state describes.")
     runtime: str
     env: dict[str, str]
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="The secret variables: each name with the value '********', never the value.",
+    )
+    visibility: str = Field(default="public", description="public or private")
+    invoke_key: str | None = Field(
+        default=None,
+        description="Only in the answer that made it (a private function's create, or an "
+        "update that rotated it): the key that calls the private function in the "
+        "X-Pyfaas-Invoke-Key header. pyfaas keeps only its hash: store it now.",
+    )
     idle_timeout: int | None = Field(description="Seconds of idleness before sleep; 0: never.")
     delete_after: int | None = Field(description="Seconds asleep before deletion; 0: never.")
     created_at: str

@@ -79,6 +79,32 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def env_size(*maps: dict[str, str]) -> int:
+    """Bytes of names and values, as :func:`check_env` counts them."""
+    return sum(
+        len(k.encode()) + len(v.encode("utf-8", "surrogatepass")) for m in maps for k, v in m.items()
+    )
+
+
+def check_env_and_secrets(env: dict[str, str], secrets: dict[str, str]) -> None:
+    """Plain and secret variables together: no name twice, and the limits hold for both."""
+    both = sorted(set(env) & set(secrets))
+    if both:
+        raise ValueError(
+            f"{', '.join(map(repr, both))} is both in env and in secrets; keep each name in one"
+        )
+    if len(env) + len(secrets) > MAX_ENV_ENTRIES:
+        raise ValueError(
+            f"at most {MAX_ENV_ENTRIES} variables are allowed (env and secrets together), "
+            f"got {len(env) + len(secrets)}"
+        )
+    size = env_size(env, secrets)
+    if size > MAX_ENV_BYTES:
+        raise ValueError(
+            f"env and secrets are {size} bytes together; the limit is {MAX_ENV_BYTES}"
+        )
+
+
 def _metadata_block(code: str) -> str | None:
     blocks = [m for m in _BLOCK_RE.finditer(code) if m.group("type") == "script"]
     if len(blocks) > 1:

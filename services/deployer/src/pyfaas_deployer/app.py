@@ -20,7 +20,7 @@ from uuid import UUID
 
 from faststream import AckPolicy, FastStream
 from faststream.exceptions import NackMessage, RejectMessage
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats import ConsumerConfig, JStream, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -29,6 +29,7 @@ from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
 
 from pyfaas_common import bus, migrate
+from pyfaas_common.consumers import make_broker
 from pyfaas_common.db import FunctionRow, make_engine
 from pyfaas_common.logs import function_context, setup_logging
 from pyfaas_common.messages import (
@@ -354,13 +355,7 @@ def build_app(settings: DeployerSettings | None = None) -> FastStream:
     settings = settings or DeployerSettings()
     subjects = Subjects(settings.nats_prefix)
     deployer = Deployer(settings)
-    broker = NatsBroker(
-        settings.nats_url,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        logger=logging.getLogger("faststream"),
-        log_level=logging.DEBUG,
-    )
+    broker = make_broker(settings.nats_url)
 
     @broker.subscriber(
         subjects.all_commands,
@@ -372,24 +367,35 @@ def build_app(settings: DeployerSettings | None = None) -> FastStream:
         title="commands",
         description="create, update, delete, sleep and wake commands for one function",
     )
-    async def on_command(msg: NatsMessage) -> None:
+    async def on_command(command: Command, msg: NatsMessage) -> None:
         await deployer.handle_command(msg)
 
+    # The typed parameters validate the bodies and document them (AsyncAPI); the
+    # handlers answer with the reply models, serialised as bytes.
     @broker.subscriber(subjects.query("get"), queue="deployer", title="get")
-    async def on_get(msg: NatsMessage) -> bytes:
+    async def on_get(query: GetQuery, msg: NatsMessage) -> bytes:
         return await deployer.handle_get(msg.body)
 
     @broker.subscriber(subjects.query("list"), queue="deployer", title="list")
-    async def on_list(msg: NatsMessage) -> bytes:
+    async def on_list(query: ListQuery, msg: NatsMessage) -> bytes:
         return await deployer.handle_list(msg.body)
 
     @broker.subscriber(subjects.query("logs"), queue="deployer", title="logs")
-    async def on_logs(msg: NatsMessage) -> bytes:
+    async def on_logs(query: LogsQuery, msg: NatsMessage) -> bytes:
         return await deployer.handle_logs(msg.body)
 
     @broker.subscriber(subjects.query("logs_follow"), queue="deployer", title="logs_follow")
-    async def on_logs_follow(msg: NatsMessage) -> bytes:
+    async def on_logs_follow(query: LogsFollowQuery, msg: NatsMessage) -> bytes:
         return await deployer.handle_logs_follow(msg.body)
+
+    # Declared for the event contract (docs/asyncapi/): the deployer publishes these with
+    # nats-py directly, one subject per function and state.
+    broker.publisher(
+        subjects.event("{function_id}", "{state}"),
+        schema=StateChanged,
+        title="state events",
+        description="The function as it is now, after every change a user can see.",
+    )
 
     return FastStream(
         broker,

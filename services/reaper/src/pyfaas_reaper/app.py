@@ -11,13 +11,14 @@ import logging
 
 from faststream import AckPolicy, FastStream
 from faststream.exceptions import NackMessage, RejectMessage
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats import ConsumerConfig, JStream, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pyfaas_common import bus, migrate
+from pyfaas_common.consumers import make_broker
 from pyfaas_common.db import make_engine
 from pyfaas_common.logs import function_context, setup_logging
 from pyfaas_common.messages import AccessRecord, CommandBase, utcnow
@@ -34,13 +35,7 @@ log = logging.getLogger(__name__)
 def build_app(settings: ReaperSettings | None = None) -> FastStream:
     settings = settings or ReaperSettings()
     subjects = Subjects(settings.nats_prefix)
-    broker = NatsBroker(
-        settings.nats_url,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        logger=logging.getLogger("faststream"),
-        log_level=logging.DEBUG,
-    )
+    broker = make_broker(settings.nats_url)
     engines: list[AsyncEngine] = []
     tasks: list[asyncio.Task[None]] = []
 
@@ -97,7 +92,7 @@ def build_app(settings: ReaperSettings | None = None) -> FastStream:
         title="access records",
         description="what the gateway saw of each function, per interval",
     )
-    async def on_access(msg: NatsMessage) -> None:
+    async def on_access(body: AccessRecord, msg: NatsMessage) -> None:
         try:
             record = AccessRecord.model_validate_json(msg.body)
         except ValidationError as exc:
