@@ -13,8 +13,6 @@ one run: read the ratio. Loopback only; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -28,49 +26,17 @@ import nats
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from baseline import bare_start, dev_platform, report  # noqa: E402
+
 from pyfaas_common import bus  # noqa: E402
 from pyfaas_common.messages import SleepFunction  # noqa: E402
 from pyfaas_common.subjects import Subjects  # noqa: E402
-from tests.platform import Client, Platform, example  # noqa: E402
-from tests.services import NATS_URL, NatsServer, free_port, reachable  # noqa: E402
+from tests.platform import Client, example  # noqa: E402
 
 NO_DEPS = example("hello_stdlib.py")
 TWO_DEPS = NO_DEPS.replace("# dependencies = []", '# dependencies = ["six", "idna"]').replace(
     "import json\n", "import json\n\nimport idna  # noqa: F401\nimport six  # noqa: F401\n"
 )
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))]
-
-
-async def bare_start(workdir: Path, code: str) -> float:
-    from uv import find_uv_bin
-
-    # One path per script, as a person re-running it would have: uv keeps that script's
-    # resolved environment, as it does for the function's main.py across sleeps.
-    path = workdir / f"bare-{abs(hash(code)):x}.py"
-    path.write_text(code)
-    port = free_port()
-    started = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        find_uv_bin(), "run", "--script", str(path),
-        env={**os.environ, "PORT": str(port)}, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), 0.2):
-                    return time.perf_counter() - started
-            except OSError:
-                if time.perf_counter() - started > 120:
-                    raise TimeoutError("bare start did not listen") from None
-                await asyncio.sleep(0.002)
-    finally:
-        os.killpg(proc.pid, 9)
-        await proc.wait()
 
 
 async def wake_once(
@@ -87,29 +53,14 @@ async def wake_once(
     return elapsed, int(response.headers["X-Pyfaas-Cold-Start"])
 
 
-def line(name: str, values: list[float]) -> tuple[float, float]:
-    med, p99 = statistics.median(values), percentile(values, 99)
-    print(f"  {name:<38} median {med * 1000:7.1f} ms   p99 {p99 * 1000:7.1f} ms")
-    return med, p99
-
-
 async def main(count: int) -> None:
+    results: dict[str, tuple[list[float], list[float], list[int]]] = {}
     with tempfile.TemporaryDirectory(prefix="pyfaas-cold-") as tmp:
         tmpdir = Path(tmp)
-        server = None
-        nats_url = NATS_URL
-        if not reachable(nats_url, 4222):
-            server = NatsServer(tmpdir / "nats")
-            server.start()
-            nats_url = server.url
         prefix = f"cold{uuid.uuid4().hex[:8]}"
-        platform = Platform(tmpdir / "data", nats_url, prefix)
-        platform.data_dir.mkdir()
-        await platform.start()
-        nc = await nats.connect(nats_url)
-        results: dict[str, tuple[list[float], list[float], list[int]]] = {}
-        try:
-            async with aiohttp.ClientSession() as session:
+        async with dev_platform(tmpdir, prefix) as platform, aiohttp.ClientSession() as session:
+            nc = await nats.connect(platform.env["PYFAAS_NATS_URL"])
+            try:
                 client = Client(session, platform)
                 for label, code in (
                     ("no dependencies", NO_DEPS),
@@ -125,16 +76,13 @@ async def main(count: int) -> None:
                         headers.append(header)
                     bare = [await bare_start(tmpdir, code) for _ in range(count)]
                     results[label] = (wakes, bare, headers)
-        finally:
-            await nc.close()
-            await platform.stop()
-            if server:
-                server.stop()
+            finally:
+                await nc.close()
     print(f"\nCold start, {count} wakes and {count} bare starts per script, in one run:")
     for label, (wakes, bare, headers) in results.items():
         print(f"{label}:")
-        w_med, w_p99 = line("wake through the gateway (full answer)", wakes)
-        b_med, b_p99 = line("bare uv run --script → listening", bare)
+        w_med, w_p99 = report("wake through the gateway (full answer)", wakes)
+        b_med, b_p99 = report("bare uv run --script → listening", bare)
         print(f"  {'X-Pyfaas-Cold-Start (median)':<38} {statistics.median(headers):7.0f} ms")
         print(
             f"  {'ratio wake / bare':<38} median {w_med / b_med:7.2f} ×      p99 {w_p99 / b_p99:7.2f} ×"

@@ -125,3 +125,17 @@ async def _wait_for_new_pid(platform: Platform, service: str, old: int) -> int:
             return pid
         await asyncio.sleep(0.1)
     raise TimeoutError(f"{service} was not restarted")
+
+
+async def test_a_function_that_dies_is_restarted(client: Client, platform: Platform) -> None:
+    local_only(platform)
+    fid = (await client.create(example("hello_stdlib.py"), name="dies"))["id"]
+    await client.wait_for(fid, {"ready"})
+    pid = _function_pid(platform, fid)
+    os.killpg(pid, signal.SIGKILL)
+    # Seen as failed with what happened, then started again (back-off starts at 1 s).
+    failed = await client.wait_for(fid, {"failed"}, timeout=30)
+    assert "killed by SIGKILL" in failed["reason"]
+    await client.wait_for(fid, {"ready"}, timeout=30)
+    assert _function_pid(platform, fid) != pid
+    assert (await client.call(fid, "back")).status == 200
