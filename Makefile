@@ -72,3 +72,8 @@ docs: sync
 	cd docs/asyncapi && env -u PYFAAS_NATS_PREFIX $(RUN) faststream docs gen --factory pyfaas_deployer.app:build_app --out deployer.json
 	cd docs/asyncapi && env -u PYFAAS_NATS_PREFIX $(RUN) faststream docs gen --factory pyfaas_reaper.app:build_app --out reaper.json
 .PHONY: docs
+
+# A token for PYFAAS_AUTH=jwt (needs PYFAAS_JWT_SECRET): make token USER=alice
+token: sync
+	@$(RUN) faas token $(USER)
+.PHONY: token

@@ -92,11 +92,12 @@ class NatsServer:
             f'listen: "127.0.0.1:{self.port}"\n'
             f'jetstream {{\n  store_dir: "{self.store}"\n  sync_interval: always\n}}\n'
         )
-        self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.store / "nats.log").open("ab"),
-        )
+        with (self.store / "nats.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [nats_server_binary(), "-c", str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         deadline = time.monotonic() + 15
         while not reachable(self.url, 4222):
             if self.proc.poll() is not None or time.monotonic() > deadline:

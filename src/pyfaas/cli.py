@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from pyfaas_common.auth import Authenticator, AuthSettings
 from pyfaas_common.schemas import CreateRequest, UpdateRequest, field_errors
 from pyfaas_common.validation import NAME_RE
 
@@ -91,6 +92,12 @@ EnvFlag = Annotated[
 IdleFlag = Annotated[
     int | None,
     typer.Option("--idle-timeout", help="Seconds without a request before it sleeps; 0: never."),
+]
+SecretFlag = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret", "-s", help="K=V, repeatable: a secret variable (never shown back, not logged)."
+    ),
 ]
 TimeoutFlag = Annotated[
     float, typer.Option("--timeout", help="Seconds to wait for it to be ready.")
@@ -169,16 +176,25 @@ async def _resolve(client: Client, ref: str) -> str:
     return matches[0].id
 
 
-def _parse_env(pairs: list[str] | None) -> dict[str, str] | None:
+def _parse_env(pairs: list[str] | None, flag: str = "--env") -> dict[str, str] | None:
     if pairs is None:
         return None
     env: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            _fail(Exit.USAGE, f"--env {pair!r}: write KEY=VALUE")
+            _fail(Exit.USAGE, f"{flag} {pair!r}: write KEY=VALUE")
         env[key] = value
     return env
+
+
+def _show_invoke_key(fn: Function) -> None:
+    if fn.invoke_key:
+        err.print(
+            f"invoke key (shown once; pyfaas keeps only its hash): {fn.invoke_key}\n"
+            f"call it with the header X-Pyfaas-Invoke-Key, or: faas call {fn.id} --key <key>",
+            markup=False,
+        )
 
 
 def _read_script(path: Path) -> str:
@@ -282,24 +298,44 @@ def init(
 @app.command()
 def deploy(
     ctx: typer.Context,
-    script: Annotated[Path, typer.Argument(help="The script (PEP 723), e.g. main.py.")],
+    script: Annotated[
+        Path | None,
+        typer.Argument(help="The script (PEP 723), e.g. main.py; leave out with --source."),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="Fetch the script from this https URL (e.g. a gist)."),
+    ] = None,
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Default: from the file or directory.")
     ] = None,
     env: EnvFlag = None,
+    secret: SecretFlag = None,
+    private: Annotated[
+        bool,
+        typer.Option(
+            "--private", help="Only your token or its invoke key (printed once) may call it."
+        ),
+    ] = False,
     idle_timeout: IdleFlag = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is ready.")] = True,
     timeout: TimeoutFlag = 300.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Deploy a script: check it, send it, show its state until ready, print its URL."""
-    code = _read_script(script)
+    if (script is None) == (source is None):
+        _fail(Exit.USAGE, "give a script file or --source URL (one of them)")
+    code = _read_script(script) if script is not None else None
     body: dict[str, Any] = {
         "user": _config(ctx).user or "nobody",  # checked for real by the client
-        "name": name or _default_name(script),
-        "code": code,
+        "name": name or (_default_name(script) if script is not None else "main"),
         "env": _parse_env(env) or {},
+        "secrets": _parse_env(secret, "--secret") or {},
     }
+    if code is not None:
+        body["code"] = code
+    else:
+        body["source"] = {"url": source}
     if idle_timeout is not None:
         body["idle_timeout"] = idle_timeout
     _check(CreateRequest, body)
@@ -308,8 +344,14 @@ def deploy(
         extra: dict[str, Any] = {}
         if idle_timeout is not None:
             extra["idle_timeout"] = idle_timeout
-        fn = await client.create(code, name=body["name"], env=body["env"], **extra)
+        fn = await client.create(
+            code, source=source, name=body["name"], env=body["env"], secrets=body["secrets"],
+            private=private, **extra,
+        )  # fmt: skip
         err.print(f"deploying {fn.name} ({fn.id})", markup=False)
+        _show_invoke_key(fn)
+        if fn.invoke_key and as_json:
+            print(json.dumps({"id": fn.id, "invoke_key": fn.invoke_key}))
         if not wait:
             return fn
         with _Progress(fn.name) as progress:
@@ -330,6 +372,17 @@ def update(
         list[str] | None,
         typer.Option("--env", "-e", help="K=V, repeatable: replaces the whole environment."),
     ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option("--secret", "-s", help="K=V, repeatable: replaces every secret variable."),
+    ] = None,
+    private: Annotated[
+        bool | None,
+        typer.Option("--private/--public", help="Who may call it through the gateway."),
+    ] = None,
+    rotate_key: Annotated[
+        bool, typer.Option("--rotate-key", help="Make a new invoke key (printed once).")
+    ] = False,
     idle_timeout: IdleFlag = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until the new generation serves.")
@@ -344,16 +397,30 @@ def update(
         body["code"] = _read_script(script)
     if env is not None:
         body["env"] = _parse_env(env)
+    if secret is not None:
+        body["secrets"] = _parse_env(secret, "--secret")
+    if private is not None:
+        body["visibility"] = "private" if private else "public"
+    if rotate_key:
+        body["rotate_invoke_key"] = True
     if idle_timeout is not None:
         body["idle_timeout"] = idle_timeout
     if not body:
-        _fail(Exit.USAGE, "nothing to update: give a script, --env or --idle-timeout")
+        _fail(
+            Exit.USAGE,
+            "nothing to update: give a script, --env, --secret, --private/--public, "
+            "--rotate-key or --idle-timeout",
+        )
     _check(UpdateRequest, body)
+    sdk_args = {k: v for k, v in body.items() if k != "visibility"}
+    if private is not None:
+        sdk_args["private"] = private
 
     async def work(client: Client) -> Function:
         fid = await _resolve(client, function)
-        fn = await client.update(fid, **body)
+        fn = await client.update(fid, **sdk_args)
         err.print(f"updating {fn.name} ({fn.id}) to generation {fn.generation}", markup=False)
+        _show_invoke_key(fn)
         if not wait:
             return fn
         with _Progress(fn.name) as progress:
@@ -403,11 +470,13 @@ def get(ctx: typer.Context, function: FunctionRef, as_json: JsonFlag = False) ->
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     env = ", ".join(f"{k}={v}" for k, v in sorted(fn.env.items())) or "-"
+    secrets = ", ".join(f"{k}={v}" for k, v in sorted(fn.secrets.items())) or "-"
     idle = "never" if not fn.idle_timeout else f"{fn.idle_timeout}s"
     for key, value in (
         ("id", fn.id), ("name", fn.name), ("user", fn.user), ("state", fn.state),
         ("desired", fn.desired), ("generation", f"{fn.observed_generation}/{fn.generation}"),
-        ("url", fn.url), ("runtime", fn.runtime), ("env", env), ("idle timeout", idle),
+        ("url", fn.url), ("visibility", fn.visibility), ("runtime", fn.runtime),
+        ("env", env), ("secrets", secrets), ("idle timeout", idle),
         ("created", fn.created_at), ("updated", fn.updated_at),
     ):  # fmt: skip
         table.add_row(key, value)
@@ -472,6 +541,14 @@ def call(
     include: Annotated[
         bool, typer.Option("--include", "-i", help="Print the status and headers too.")
     ] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="A private function's invoke key [PYFAAS_INVOKE_KEY].",
+            envvar="PYFAAS_INVOKE_KEY",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print {status, headers, body} as JSON.")
     ] = False,
@@ -498,7 +575,7 @@ def call(
 
     async def work(client: Client) -> Any:
         fid = await _resolve(client, function)
-        return await client.call(fid, path, method=verb, data=body, headers=headers)
+        return await client.call(fid, path, method=verb, data=body, headers=headers, invoke_key=key)
 
     result = _run(ctx, work, as_json)
     if as_json:
@@ -542,6 +619,31 @@ def rm(
         print(_dump(fn))
     else:
         err.print(f"deleted {fn.name} ({fn.id})", markup=False)
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Argument(help="Whose token: its sub, a user name.")],
+    admin: Annotated[
+        bool, typer.Option("--admin", help="An admin token: sees every user's functions.")
+    ] = False,
+    ttl: Annotated[float, typer.Option("--ttl", help="Seconds the token is valid (7 days).")] = 7
+    * 24
+    * 3600,
+) -> None:
+    """Mint a token (HS256) with PYFAAS_JWT_SECRET, for local use: export it as
+    PYFAAS_TOKEN. Production tokens come from your identity provider."""
+    if not NAME_RE.match(user):
+        _fail(Exit.USAGE, f"{user!r} is not a valid user name: 1-63 of a-z, 0-9 and '-'")
+    try:
+        settings = AuthSettings(auth="jwt")
+        minted = Authenticator(settings).mint(user, admin=admin, ttl=ttl)
+    except ValidationError as exc:
+        reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        _fail(Exit.USAGE, f"cannot mint a token: {reasons}")
+    except RuntimeError as exc:
+        _fail(Exit.USAGE, f"cannot mint a token: {exc}")
+    print(minted)
 
 
 @app.command()

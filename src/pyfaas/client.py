@@ -24,6 +24,7 @@ from uuid import UUID
 
 import aiohttp
 
+from pyfaas_common.invoke_keys import INVOKE_KEY_HEADER
 from pyfaas_common.schemas import FunctionResource
 
 from .config import Config
@@ -172,13 +173,15 @@ class Client:
             )
         return self._session
 
-    def _user(self, user: str | None) -> str:
+    def _user(self, user: str | None) -> str | None:
+        """Whose functions: the one asked for, the configured one, or (with a token and
+        no user) None, which the API reads as the token's user."""
         who = user or self.config.user
-        if not who:
+        if not who and not self.config.token:
             raise PyfaasError(
                 'no user: pass --user, set PYFAAS_USER, or put user = "..." in the config file'
             )
-        return who
+        return who or None
 
     async def _request(
         self,
@@ -204,24 +207,42 @@ class Client:
     # --- functions ---------------------------------------------------------------------
     async def create(
         self,
-        code: str,
+        code: str | None = None,
         *,
+        source: str | None = None,
         name: str | None = None,
         env: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        private: bool = False,
         idle_timeout: int | None = _UNSET,
         user: str | None = None,
     ) -> Function:
-        body: dict[str, Any] = {"user": self._user(user), "code": code}
+        """Deploy ``code``, or the script at the URL ``source`` (pyfaas fetches it). A
+        private function's answer carries its ``invoke_key``, once: keep it."""
+        if (code is None) == (source is None):
+            raise PyfaasError("give the script's code or a source URL (one of them)")
+        body: dict[str, Any] = {}
+        if (who := self._user(user)) is not None:
+            body["user"] = who
+        if code is not None:
+            body["code"] = code
+        else:
+            body["source"] = {"url": source}
         if name is not None:
             body["name"] = name
         if env:
             body["env"] = dict(env)
+        if secrets:
+            body["secrets"] = dict(secrets)
+        if private:
+            body["visibility"] = "private"
         if idle_timeout is not _UNSET:
             body["idle_timeout"] = idle_timeout
         return Function.model_validate(await self._request("POST", "/faas/python", body=body))
 
     async def list_functions(self, user: str | None = None) -> list[Function]:
-        data = await self._request("GET", "/faas/python", params={"user": self._user(user)})
+        who = self._user(user)
+        data = await self._request("GET", "/faas/python", params={"user": who} if who else None)
         return [Function.model_validate(f) for f in data["functions"]]
 
     async def get(self, function_id: str | UUID) -> Function:
@@ -235,14 +256,24 @@ class Client:
         *,
         code: str | None = None,
         env: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        private: bool | None = None,
+        rotate_invoke_key: bool = False,
         idle_timeout: int | None = _UNSET,
     ) -> Function:
-        """A new generation; the answer carries the generation to :meth:`wait` for."""
+        """A new generation; the answer carries the generation to :meth:`wait` for (and
+        a new ``invoke_key`` when one was made)."""
         body: dict[str, Any] = {}
         if code is not None:
             body["code"] = code
         if env is not None:
             body["env"] = dict(env)
+        if secrets is not None:
+            body["secrets"] = dict(secrets)
+        if private is not None:
+            body["visibility"] = "private" if private else "public"
+        if rotate_invoke_key:
+            body["rotate_invoke_key"] = True
         if idle_timeout is not _UNSET:
             body["idle_timeout"] = idle_timeout
         data = await self._request("PUT", f"/faas/python/{_as_id(function_id)}", body=body)
@@ -364,23 +395,32 @@ class Client:
         method: str = "GET",
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        invoke_key: str | None = None,
     ) -> CallResult:
         """Call the function through the gateway (``PYFAAS_GATEWAY_URL``, else the URL the
         API gives the function). Answers of the function itself, errors included, are
         returned; the gateway's own refusals (no such function, it failed, it is not
-        ready) raise :class:`ApiError`."""
+        ready, it is private and the caller may not) raise :class:`ApiError`.
+
+        The token goes along (a private function takes its owner's token; the gateway
+        removes it before the function sees the request); ``invoke_key`` calls a private
+        function without one."""
+        sent = dict(headers or {})
+        if invoke_key:
+            sent[INVOKE_KEY_HEADER] = invoke_key
+        elif self.config.token and not any(k.lower() == "authorization" for k in sent):
+            sent["Authorization"] = f"Bearer {self.config.token}"
         if self.config.gateway_url:
             base = f"{self.config.gateway_url}/gateway/{_as_id(function_id)}/"
         else:
             base = (await self.get(function_id)).url
         url = base + path.lstrip("/")
         try:
-            # The gateway adds no auth of its own; the token is for the API.
             async with (
                 aiohttp.ClientSession(
                     headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=None)
                 ) as session,
-                session.request(method, url, data=data, headers=headers) as r,
+                session.request(method, url, data=data, headers=sent) as r,
             ):
                 body = await r.read()
                 if _gateway_problem(r, body):

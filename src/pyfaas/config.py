@@ -20,6 +20,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import jwt
+
 from pyfaas_common.validation import NAME_RE
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -43,6 +45,17 @@ def config_path() -> Path:
     return Path(base) / "pyfaas" / "config.toml"
 
 
+def _token_user(token: str) -> str:
+    """The user a token names (read, not verified: the API verifies it), or ''."""
+    if not token:
+        return ""
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+    except jwt.InvalidTokenError:
+        return ""
+    return sub if isinstance(sub, str) and NAME_RE.match(sub) else ""
+
+
 def _default_user() -> str:
     """The login name, when it is a valid pyfaas user name; else none (the user must say)."""
     try:
@@ -61,7 +74,8 @@ class Config:
     """The gateway, for ``faas call``; empty: the URL the API gives each function."""
 
     user: str = ""
-    """Whose functions these are; empty: the login name, if it is a valid user name."""
+    """Whose functions these are; empty: the token's user, else the login name (if it is
+    a valid user name)."""
 
     token: str = ""
     """Sent as ``Authorization: Bearer``; empty: no header."""
@@ -88,7 +102,7 @@ class Config:
         return cls(
             api_url=config.api_url.rstrip("/") or DEFAULT_API_URL,
             gateway_url=config.gateway_url.rstrip("/"),
-            user=config.user or _default_user(),
+            user=config.user or _token_user(config.token) or _default_user(),
             token=config.token,
         )
 

@@ -88,8 +88,14 @@ async def test_an_idle_function_sleeps_and_the_next_request_wakes_it(
         responses = await asyncio.gather(*(client.call(fid, f"burst/{i}") for i in range(50)))
         details = [(await r.text())[:300] for r in responses if r.status != 200]
         assert [r.status for r in responses] == [200] * 50, details
-        cold = [int(r.headers["X-Pyfaas-Cold-Start"]) for r in responses]
-        assert all(ms >= 0 for ms in cold)
+        # Those that waited for the wake say how long; on a loaded machine a request
+        # can arrive after the wake is over and is then an ordinary (warm) one.
+        cold = [
+            int(r.headers["X-Pyfaas-Cold-Start"])
+            for r in responses
+            if "X-Pyfaas-Cold-Start" in r.headers
+        ]
+        assert cold and all(ms >= 0 for ms in cold)
         assert await _wake_commands(nats_url, idle_platform, fid) == 1
 
         awake = await client.wait_for(fid, {"ready"})

@@ -182,5 +182,7 @@ async def test_a_command_that_does_not_parse_does_not_block_the_others(deployer:
     await deployer.consumer_settled()
     assert (await deployer.get(bogus)).error is not None
     # Rejected at once (it can never parse), not redelivered until max_deliver.
-    info = await js.consumer_info(deployer.subjects.command_stream, deployer.subjects.deployer_durable)
+    info = await js.consumer_info(
+        deployer.subjects.command_stream, deployer.subjects.deployer_durable
+    )
     assert info.num_redelivered == 0

@@ -208,7 +208,14 @@ class GatewayUnderTest:
         return f"{self.url}/gateway/{function_id}/{path}"
 
     async def add_function(
-        self, endpoint: str | None, state: State = State.READY, reason: str = ""
+        self,
+        endpoint: str | None,
+        state: State = State.READY,
+        reason: str = "",
+        *,
+        visibility: str = "public",
+        owner: str = "alice",
+        invoke_key_hash: str | None = None,
     ) -> uuid.UUID:
         """A function row, written before the gateway hears of it (a cache miss)."""
         function_id = uuid.uuid4()
@@ -217,11 +224,14 @@ class GatewayUnderTest:
             await conn.execute(
                 FunctionRow.__table__.insert().values(
                     id=function_id,
-                    owner="alice",
+                    owner=owner,
                     name="fn",
                     code="",
                     code_digest="0" * 64,
                     env={},
+                    secrets={},
+                    visibility=visibility,
+                    invoke_key_hash=invoke_key_hash,
                     runtime="local",
                     idle_timeout=None,
                     desired="running",
@@ -238,7 +248,12 @@ class GatewayUnderTest:
         return function_id
 
     async def change_state(
-        self, function_id: uuid.UUID, state: State, endpoint: str | None = None, reason: str = ""
+        self,
+        function_id: uuid.UUID,
+        state: State,
+        endpoint: str | None = None,
+        reason: str = "",
+        **view: Any,
     ) -> None:
         """What the deployer does: write the row, then publish the event; returns once
         the gateway has applied it."""
@@ -253,7 +268,7 @@ class GatewayUnderTest:
             id=function_id, user="alice", name="fn", state=state,
             desired=Desired.DELETED if state is State.DELETED else Desired.RUNNING,
             reason=reason, endpoint=endpoint, generation=1, observed_generation=1,
-            runtime="local", created_at=now, updated_at=now,
+            runtime="local", created_at=now, updated_at=now, **view,
         )  # fmt: skip
         applied = asyncio.Event()
         original = self.gateway.routes.apply

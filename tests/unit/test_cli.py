@@ -75,3 +75,27 @@ def test_problem_documents_become_their_human_message() -> None:
     assert error.status == 404 and error.problem["type"] == doc["type"]
     plain = problem_from(502, "text/html", b"<h1>Bad Gateway</h1>")
     assert plain.status == 502 and "Bad Gateway" in str(plain)
+
+
+def test_faas_token_mints_a_token_the_platform_accepts(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from pyfaas.cli import app
+    from pyfaas_common.auth import Authenticator, AuthSettings, Identity
+
+    secret = "t" * 48
+    clean_env.delenv("PYFAAS_JWT_SECRET", raising=False)
+    runner = CliRunner()
+    missing = runner.invoke(app, ["token", "alice"])
+    assert missing.exit_code == 2 and "PYFAAS_JWT_SECRET" in missing.output
+    clean_env.setenv("PYFAAS_JWT_SECRET", secret)
+    minted = runner.invoke(app, ["token", "alice", "--admin"])
+    assert minted.exit_code == 0, minted.output
+    token = minted.output.strip()
+    auth = Authenticator(AuthSettings(auth="jwt", jwt_secret=secret))
+    assert auth.identify(f"Bearer {token}") == Identity("alice", admin=True)
+    # Without a user of its own, the CLI acts as the token's user.
+    config = Config.load(path=tmp_path / "absent.toml", token=token)
+    assert config.user == "alice"

@@ -58,12 +58,22 @@ def test_the_openapi_document_is_valid_and_matches_the_models() -> None:
         "user",
         "name",
         "code",
+        "source",
         "env",
+        "secrets",
+        "visibility",
         "idle_timeout",
         "delete_after",
     }
     assert create["additionalProperties"] is False
-    assert set(create["required"]) == {"user", "code"}
+    # user: from the token when auth is on; code or source: checked by the model.
+    assert set(create.get("required", [])) == set()
+    resource = doc["components"]["schemas"]["FunctionResource"]["properties"]
+    assert {"secrets", "visibility", "invoke_key"} <= set(resource)
+    assert "invoke_key_hash" not in resource and "endpoint" not in resource
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    post = doc["paths"]["/faas/python"]["post"]["responses"]
+    assert {"401", "403", "422", "429"} <= set(post)
     assert set(doc["paths"]) == {
         "/faas/python",
         "/faas/python/{id}",

@@ -370,6 +370,18 @@ def test_settings_point_the_services_at_the_cluster() -> None:
     assert {k for k in data if k.startswith("PYFAAS_KUBERNETES_")} <= fields
     secret = _platform("Secret", "pyfaas-database")["stringData"]
     assert secret["PYFAAS_DATABASE_URL"].startswith("postgresql://")
+    # Tokens are checked by default on a cluster; the key comes from a Secret, to the two
+    # services that check them and to no other.
+    assert data["PYFAAS_AUTH"] == "jwt"
+    assert "PYFAAS_JWT_SECRET" in _platform("Secret", "pyfaas-auth")["stringData"]
+    for name in ("pyfaas-api", "pyfaas-gateway", "pyfaas-deployer", "pyfaas-reaper"):
+        (container,) = _platform("Deployment", name)["spec"]["template"]["spec"]["containers"]
+        refs = {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert ("pyfaas-auth" in refs) == (name in ("pyfaas-api", "pyfaas-gateway")), name
     nats_conf = _platform("ConfigMap", "nats-config")["data"]["nats.conf"]
     assert "sync_interval: always" in nats_conf and "store_dir" in nats_conf
     assert _platform("StatefulSet", "nats")["spec"]["volumeClaimTemplates"]

@@ -111,6 +111,13 @@ def _check_code(code: str, info: ValidationInfo) -> str:
     return code
 
 
+def _check_env_and_secrets(env: dict[str, str], secrets: dict[str, str]) -> None:
+    try:
+        check_env_and_secrets(env, secrets)
+    except ValueError as exc:
+        raise ValueError(f"@secrets {exc}") from None
+
+
 class Source(BaseModel):
     """Where to fetch the script from, instead of sending it as ``code``."""
 
@@ -146,7 +153,8 @@ class CreateRequest(BaseModel):
         "serve HTTP on 0.0.0.0:$PORT. Exactly one of code and source.",
     )
     source: Source | None = Field(
-        default=None, description="Fetch the script from a URL instead; exactly one of code and source."
+        default=None,
+        description="Fetch the script from a URL instead; exactly one of code and source.",
     )
     env: Env = Field(default_factory=dict)
     secrets: Secrets = Field(default_factory=dict)
@@ -161,11 +169,11 @@ class CreateRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_source_and_distinct_names(self) -> CreateRequest:
-        if (self.code is None) == (self.source is None):
-            raise ValueError(
-                "send exactly one of code (the script) and source ({\"url\": ...})"
-            )
-        check_env_and_secrets(self.env, self.secrets)
+        if self.code is None and self.source is None:
+            raise ValueError('@code is required: send the script as code, or source: {"url": ...}')
+        if self.code is not None and self.source is not None:
+            raise ValueError("@source send either code or source, not both")
+        _check_env_and_secrets(self.env, self.secrets)
         return self
 
 
@@ -195,7 +203,7 @@ class UpdateRequest(BaseModel):
 
     @model_validator(mode="after")
     def _distinct_names(self) -> UpdateRequest:
-        check_env_and_secrets(self.env or {}, self.secrets or {})
+        _check_env_and_secrets(self.env or {}, self.secrets or {})
         return self
 
     def is_empty(self) -> bool:
@@ -228,8 +236,8 @@ def field_errors(exc: Any) -> list[tuple[str, str]]:
             msg = "is not valid UTF-8 text (it holds a lone surrogate); send it as UTF-8"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        if loc == "body" and "env and secrets" in msg or "both in env and in secrets" in msg:
-            loc = "secrets"
+        if msg.startswith("@"):  # a model check naming its field: "@field message"
+            loc, _, msg = msg[1:].partition(" ")
         out.append((loc, msg))
     return out
 

@@ -82,7 +82,9 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
 def env_size(*maps: dict[str, str]) -> int:
     """Bytes of names and values, as :func:`check_env` counts them."""
     return sum(
-        len(k.encode()) + len(v.encode("utf-8", "surrogatepass")) for m in maps for k, v in m.items()
+        len(k.encode()) + len(v.encode("utf-8", "surrogatepass"))
+        for m in maps
+        for k, v in m.items()
     )
 
 
@@ -100,9 +102,7 @@ def check_env_and_secrets(env: dict[str, str], secrets: dict[str, str]) -> None:
         )
     size = env_size(env, secrets)
     if size > MAX_ENV_BYTES:
-        raise ValueError(
-            f"env and secrets are {size} bytes together; the limit is {MAX_ENV_BYTES}"
-        )
+        raise ValueError(f"env and secrets are {size} bytes together; the limit is {MAX_ENV_BYTES}")
 
 
 def _metadata_block(code: str) -> str | None:

@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from pyfaas_common import bus
+from pyfaas_common.auth import Authenticator
 from pyfaas_common.logs import setup_logging
 from pyfaas_common.streams import ensure_streams
 from pyfaas_common.subjects import Subjects
 from pyfaas_common.web import problem_middleware
 
 from .deployer import DeployerClient
-from .keys import DEPLOYER, SETTINGS
+from .keys import AUTH, CREATE_RATE, DEPLOYER, SETTINGS
 from .openapi import openapi_document
+from .quotas import CreateRate
 from .routes import routes
 from .settings import ApiSettings
 
@@ -34,6 +36,8 @@ def init_app(settings: ApiSettings) -> web.Application:
         middlewares=[problem_middleware], client_max_size=settings.max_request_bytes
     )
     app[SETTINGS] = settings
+    app[AUTH] = Authenticator(settings)
+    app[CREATE_RATE] = CreateRate(settings.max_creates_per_minute)
 
     async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
         subjects = Subjects(settings.nats_prefix)
@@ -53,8 +57,10 @@ def main() -> None:
     settings = ApiSettings()
     setup_logging("api", settings.log_level)
     log.info("api listening", extra={"host": settings.api_host, "port": settings.api_port})
+    app = init_app(settings)
+    app[AUTH].warn_if_open("API")
     web.run_app(
-        init_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         print=None,

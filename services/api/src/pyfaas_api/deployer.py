@@ -77,7 +77,8 @@ class DeployerClient:
             raise not_found(f"no function with id {function_id}")
         return reply.function
 
-    async def list_for(self, user: str) -> list[FunctionView]:
+    async def list_for(self, user: str | None) -> list[FunctionView]:
+        """``user``'s functions; None: every user's (an admin's list)."""
         reply = await self._ask("list", ListQuery(user=user), ListReply)
         _raise(reply.error)
         return reply.functions
@@ -142,6 +143,8 @@ class DeployerClient:
 
 
 def _raise(error: QueryError | None) -> None:
+    if error is not None and error.status == 503:  # the deployer's database is away
+        raise unavailable(error.detail, retry_after=2)
     if error is not None:
         raise Problem(
             error.status,

@@ -2,8 +2,13 @@
 
 from aiohttp import web
 
+from pyfaas_common.auth import Authenticator
+
 from .deployer import DeployerClient
+from .quotas import CreateRate
 from .settings import ApiSettings
 
 SETTINGS = web.AppKey("settings", ApiSettings)
 DEPLOYER = web.AppKey("deployer", DeployerClient)
+AUTH = web.AppKey("auth", Authenticator)
+CREATE_RATE = web.AppKey("create_rate", CreateRate)

@@ -45,13 +45,18 @@ _ID = {
 }
 
 _COMMON_ERRORS = {
+    "401": _problem(
+        "PYFAAS_AUTH=jwt and the request has no valid token (Authorization: Bearer <token>)"
+    ),
     "503": _problem("NATS or the deployer is not reachable; retry after Retry-After seconds"),
 }
+_NOT_YOURS = "No such function (another user's function answers the same)"
+_FORBIDDEN = _problem("The token is another user's than the user the request names")
 
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    _, defs = models_json_schema(
+    _, defs = models_json_schema(  # Source is reached through CreateRequest
         [
             (CreateRequest, "validation"),
             (UpdateRequest, "validation"),
@@ -78,12 +83,37 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "operationId": "createFunction",
                     "summary": "Deploy a script",
+                    "description": "The script comes inline (`code`) or from a URL "
+                    "(`source: {url}`), fetched once by pyfaas' safe-fetching rules; a "
+                    "refusal is a 422 whose `rule` names the rule (https-only, "
+                    "public-addresses-only, redirects, size-cap, timeout, status-200, "
+                    "utf-8, valid-url, reachable). A private function's answer carries its "
+                    "`invoke_key`, once.",
                     "requestBody": {"required": True, "content": _json("CreateRequest")},
                     "responses": {
                         "202": accepted,
                         "400": _problem("The body is not JSON"),
+                        "403": _problem(
+                            "The token is another user's, or the user has as many functions "
+                            "as PYFAAS_MAX_FUNCTIONS_PER_USER allows"
+                        ),
                         "413": _problem("The body is too large"),
-                        "422": _problem("A field is invalid; 'errors' says which and why"),
+                        "422": _problem(
+                            "A field is invalid, or the source was refused; "
+                            "'errors' says which and why"
+                        ),
+                        "429": {
+                            **_problem(
+                                "Too many creates in the last minute "
+                                "(PYFAAS_MAX_CREATES_PER_MINUTE)"
+                            ),
+                            "headers": {
+                                "Retry-After": {
+                                    "description": "Seconds until a create is accepted again",
+                                    "schema": {"type": "integer"},
+                                }
+                            },
+                        },
                         **_COMMON_ERRORS,
                     },
                 },
@@ -96,12 +126,15 @@ def openapi_document() -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "schema": {"type": "string"},
-                            "description": 'Whose functions; or send {"user": ...} as body',
+                            "description": 'Whose functions; or send {"user": ...} as body. '
+                            "With a token: defaults to the token's user; an admin who leaves "
+                            "it out gets every user's.",
                         }
                     ],
                     "requestBody": {"required": False, "content": _json("ListRequest")},
                     "responses": {
                         "200": {"description": "The functions", "content": _json("FunctionList")},
+                        "403": _FORBIDDEN,
                         "422": _problem("No user, or not a valid user name"),
                         **_COMMON_ERRORS,
                     },
@@ -117,7 +150,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "The function",
                             "content": _json("FunctionResource"),
                         },
-                        "404": _problem("No such function"),
+                        "404": _problem(_NOT_YOURS),
                         **_COMMON_ERRORS,
                     },
                 },
@@ -133,7 +166,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": _json("UpdateRequest")},
                     "responses": {
                         "202": accepted,
-                        "404": _problem("No such function"),
+                        "404": _problem(_NOT_YOURS),
                         "422": _problem("A field is invalid"),
                         **_COMMON_ERRORS,
                     },
@@ -143,7 +176,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Delete a function",
                     "responses": {
                         "202": accepted,
-                        "404": _problem("No such function"),
+                        "404": _problem(_NOT_YOURS),
                         **_COMMON_ERRORS,
                     },
                 },
@@ -196,7 +229,7 @@ def openapi_document() -> dict[str, Any]:
                                 },
                             },
                         },
-                        "404": _problem("No such function"),
+                        "404": _problem(_NOT_YOURS),
                         "422": _problem("tail or follow is out of range"),
                         **_COMMON_ERRORS,
                     },
@@ -206,9 +239,24 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "healthz",
                     "summary": "The API process is alive",
+                    "security": [],
                     "responses": {"200": {"description": "Alive"}},
                 }
             },
         },
-        "components": {"schemas": defs["$defs"]},
+        "components": {
+            "schemas": defs["$defs"],
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "With PYFAAS_AUTH=jwt: the token's sub is the user, an "
+                    "admin claim sees every user's functions (`faas token` mints one for "
+                    "local use). With PYFAAS_AUTH=none no token is needed.",
+                }
+            },
+        },
+        # Either a token, or nothing (PYFAAS_AUTH=none); /healthz never needs one.
+        "security": [{"bearerAuth": []}, {}],
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -27,12 +27,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from pyfaas_common import bus, migrate
 from pyfaas_common.consumers import make_broker
 from pyfaas_common.db import FunctionRow, make_engine
-from pyfaas_common.logs import function_context, setup_logging
+from pyfaas_common.logs import SECRETS, function_context, setup_logging
 from pyfaas_common.messages import (
+    REDACTED,
     Command,
     CreateFunction,
     Desired,
@@ -138,17 +140,21 @@ class Deployer:
                 if delivered >= self.settings.command_max_deliver:
                     reason = (
                         f"the {command.kind} command failed {delivered} times and was given "
-                        f"up: {exc}"
+                        f"up: {describe_failure(exc)}"
                     )
                     log.error(reason)
-                    with contextlib.suppress(Exception):
-                        row = await self.store.give_up(command.function_id, reason)
+                    try:
+                        row = await self.store.give_up(command, reason)
+                    except Exception as give_up_exc:
+                        log.error("could not record the failure", extra={"error": repr(give_up_exc)})
+                    else:
                         if row is not None:
                             await self.publish_state(row)
                     raise RejectMessage() from exc
                 delay = min(0.5 * 2 ** (delivered - 1), 30.0)
                 level = logging.INFO if isinstance(exc, CommandTooEarly) else logging.WARNING
-                log.log(level, "command not applied yet; retrying in %gs: %s", delay, exc)
+                log.log(level, "command not applied yet; retrying in %gs: %s", delay,
+                        describe_failure(exc))  # fmt: skip
                 raise NackMessage(delay=delay) from exc
             if applied.changed and applied.row is not None:
                 log.info("applied %s command", command.kind, extra={"seq": meta.sequence.stream})
@@ -193,6 +199,8 @@ class Deployer:
             id=create.function_id, user=create.owner, name=create.name, state=State.PENDING,
             desired=Desired.RUNNING, url=self.settings.function_url(create.function_id),
             generation=1, observed_generation=0, runtime=create.runtime, env=create.env,
+            secrets=dict.fromkeys(create.secrets, REDACTED), visibility=create.visibility,
+            invoke_key_hash=create.invoke_key_hash,
             idle_timeout=create.idle_timeout, delete_after=create.delete_after,
             created_at=create.issued_at,
             updated_at=create.issued_at,
@@ -219,7 +227,10 @@ class Deployer:
         if row is None or row.state == State.DELETED:
             return _reply(LogsReply(error=QueryError(
                 status=404, title="Not found", detail=f"no function with id {query.id}")))  # fmt: skip
-        return _reply(LogsReply(lines=await self.runtime.logs(query.id, query.tail)))
+        SECRETS.set(row.id, row.secrets.values())
+        lines = await self.runtime.logs(query.id, query.tail)
+        # A function may print its own secrets; its log, as pyfaas shows it, does not.
+        return _reply(LogsReply(lines=[SECRETS.redact(line) for line in lines]))
 
     async def handle_logs_follow(self, body: bytes) -> bytes:
         """Start streaming a function's log lines to the API (see ``LogsFollowQuery``);
@@ -252,6 +263,7 @@ class Deployer:
     async def _exists(self, function_id: UUID) -> bool:
         row = await self.store.get(function_id)
         if row is not None:
+            SECRETS.set(row.id, (row.secrets or {}).values())  # for the follow's redaction
             return row.state != State.DELETED
         return await self._pending_create(function_id) is not None
 
@@ -267,6 +279,7 @@ class Deployer:
 
         async def send(lines: list[str], end: bool = False, reason: str = "") -> None:
             nonlocal seq
+            lines = [SECRETS.redact(line) for line in lines] if SECRETS else lines
             for batch in _batches(lines) if lines else [[]]:
                 seq += 1
                 chunk = LogsChunk(seq=seq, lines=batch, end=end, reason=reason)
@@ -347,8 +360,33 @@ def _batches(lines: list[str]) -> Iterator[list[str]]:
         yield batch
 
 
+def describe_failure(exc: BaseException, limit: int = 500) -> str:
+    """What went wrong, short enough for a reason and a log line. A database error says
+    what the database said, not the statement and its parameters: those hold the whole
+    script and the secrets, and may hold the very bytes that made it fail (a NUL)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        text = f"{type(exc.orig).__name__}: {exc.orig}"
+    else:
+        text = str(exc) or type(exc).__name__
+    text = text.replace("\x00", "\\x00")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _reply(message: Any) -> bytes:
     return bytes(message.model_dump_json().encode())
+
+
+async def _answer(reply_type: Any, read: Awaitable[bytes]) -> bytes:
+    """A read the database cannot serve right now is answered at once with a 503, so the
+    API says so at once too, instead of waiting out its query timeout for a reply that
+    never comes (and a create's quota check does not stall while Postgres is away)."""
+    try:
+        return await read
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("cannot answer a read: the database is unavailable", extra={"error": repr(exc)})
+        return _reply(reply_type(error=QueryError(
+            status=503, title="Service unavailable",
+            detail="the database is not answering; retry in a moment")))  # fmt: skip
 
 
 def build_app(settings: DeployerSettings | None = None) -> FastStream:
@@ -374,19 +412,19 @@ def build_app(settings: DeployerSettings | None = None) -> FastStream:
     # handlers answer with the reply models, serialised as bytes.
     @broker.subscriber(subjects.query("get"), queue="deployer", title="get")
     async def on_get(query: GetQuery, msg: NatsMessage) -> bytes:
-        return await deployer.handle_get(msg.body)
+        return await _answer(GetReply, deployer.handle_get(msg.body))
 
     @broker.subscriber(subjects.query("list"), queue="deployer", title="list")
     async def on_list(query: ListQuery, msg: NatsMessage) -> bytes:
-        return await deployer.handle_list(msg.body)
+        return await _answer(ListReply, deployer.handle_list(msg.body))
 
     @broker.subscriber(subjects.query("logs"), queue="deployer", title="logs")
     async def on_logs(query: LogsQuery, msg: NatsMessage) -> bytes:
-        return await deployer.handle_logs(msg.body)
+        return await _answer(LogsReply, deployer.handle_logs(msg.body))
 
     @broker.subscriber(subjects.query("logs_follow"), queue="deployer", title="logs_follow")
     async def on_logs_follow(query: LogsFollowQuery, msg: NatsMessage) -> bytes:
-        return await deployer.handle_logs_follow(msg.body)
+        return await _answer(LogsFollowReply, deployer.handle_logs_follow(msg.body))
 
     # Declared for the event contract (docs/asyncapi/): the deployer publishes these with
     # nats-py directly, one subject per function and state.

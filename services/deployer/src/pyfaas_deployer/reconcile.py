@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from pyfaas_common.db import FunctionRow
-from pyfaas_common.logs import function_context
+from pyfaas_common.logs import SECRETS, function_context
 from pyfaas_common.messages import Desired, State
 
 from .runtime import FunctionSpec, Observation, Runtime
@@ -155,6 +155,8 @@ class Reconciler:
             state="sleeping", reason=row.reason))  # fmt: skip
 
     async def _run_function(self, row: FunctionRow) -> None:
+        if not row.code_digest:
+            return  # its create was given up (store.give_up): nothing to run until an update
         if row.state == State.READY and row.observed_generation == row.generation:
             seen = await self.runtime.observe(row.id)
             if seen.state == "ready" and seen.endpoint == row.endpoint:
@@ -163,9 +165,12 @@ class Reconciler:
         # its old endpoint (generation > observed_generation says a new one is on its way)
         # so the gateway goes on routing to it until the new one serves.
         serving = row.state == State.READY and row.endpoint is not None
+        # Secrets join the environment here, and only here: the runtime keeps them as it
+        # keeps env (a Kubernetes Secret; the process environment).
+        SECRETS.set(row.id, row.secrets.values())
         spec = FunctionSpec(
             id=row.id, owner=row.owner, name=row.name, code=row.code,
-            env=dict(row.env), generation=row.generation,
+            env={**row.env, **row.secrets}, generation=row.generation,
         )  # fmt: skip
         # Start at once; saying "deploying" happens while the process starts (a wake's
         # cold start should not wait for a database write and an event).

@@ -17,7 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pyfaas_common.db import FunctionRow, sessionmaker
+from pyfaas_common.logs import SECRETS
 from pyfaas_common.messages import (
+    REDACTED,
     CommandBase,
     CreateFunction,
     DeleteFunction,
@@ -60,13 +62,13 @@ class FunctionStore:
         async with self._session() as s:
             return await s.get(FunctionRow, function_id)
 
-    async def list_for(self, owner: str) -> list[FunctionRow]:
+    async def list_for(self, owner: str | None) -> list[FunctionRow]:
+        """``owner``'s live functions; None: everybody's (an admin's list)."""
+        query = select(FunctionRow).where(FunctionRow.state != State.DELETED)
+        if owner is not None:
+            query = query.where(FunctionRow.owner == owner)
         async with self._session() as s:
-            rows = await s.scalars(
-                select(FunctionRow)
-                .where(FunctionRow.owner == owner, FunctionRow.state != State.DELETED)
-                .order_by(FunctionRow.created_at)
-            )
+            rows = await s.scalars(query.order_by(FunctionRow.created_at))
             return list(rows)
 
     async def needing_reconcile(self) -> list[UUID]:
@@ -82,21 +84,28 @@ class FunctionStore:
             return set(rows)
 
     def view(self, row: FunctionRow) -> FunctionView:
+        """The function as the API and the state events show it: secrets by name only,
+        and a reason (which may quote the function's output) with their values redacted."""
+        secrets = dict(row.secrets or {})
+        SECRETS.set(row.id, secrets.values())
         return FunctionView(
             id=row.id,
             user=row.owner,
             name=row.name,
             state=State(row.state),
             desired=Desired(row.desired),
-            reason=row.reason,
+            reason=SECRETS.redact(row.reason, secrets.values()),
             url=self.settings.function_url(row.id),
             endpoint=row.endpoint,
             generation=row.generation,
             observed_generation=row.observed_generation,
             runtime=row.runtime,
             env=dict(row.env),
+            secrets=dict.fromkeys(secrets, REDACTED),
             idle_timeout=row.idle_timeout,
             delete_after=row.delete_after,
+            visibility="private" if row.visibility == "private" else "public",
+            invoke_key_hash=row.invoke_key_hash,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -121,12 +130,20 @@ class FunctionStore:
                     row.code, row.code_digest = command.code, digest(command.code)
                 if command.env is not None:
                     row.env = dict(command.env)
+                if command.secrets is not None:
+                    row.secrets = dict(command.secrets)
+                if command.visibility is not None:
+                    row.visibility = command.visibility
+                if command.invoke_key_hash is not None:
+                    row.invoke_key_hash = command.invoke_key_hash
                 if "idle_timeout" in command.model_fields_set:
                     row.idle_timeout = command.idle_timeout
                 if "delete_after" in command.model_fields_set:
                     row.delete_after = command.delete_after
             elif isinstance(command, DeleteFunction):
                 row.desired, row.state, row.reason = Desired.DELETED, State.DELETING, ""
+                # A deleted function keeps a tombstone row, not its secrets.
+                row.secrets, row.invoke_key_hash = {}, None
             elif isinstance(command, SleepFunction):
                 if row.desired != Desired.RUNNING:
                     return Applied(row, changed=False)
@@ -152,6 +169,9 @@ class FunctionStore:
             code=command.code,
             code_digest=digest(command.code),
             env=dict(command.env),
+            secrets=dict(command.secrets),
+            visibility=command.visibility,
+            invoke_key_hash=command.invoke_key_hash,
             runtime=command.runtime,
             idle_timeout=command.idle_timeout,
             delete_after=command.delete_after,
@@ -173,18 +193,36 @@ class FunctionStore:
         now = utcnow()
         return FunctionRow(
             id=command.function_id, owner="", name="", code="", code_digest="", env={},
-            runtime="", idle_timeout=None, desired=Desired.DELETED, state=State.DELETED,
+            secrets={}, visibility="public", invoke_key_hash=None, runtime="", idle_timeout=None, desired=Desired.DELETED, state=State.DELETED,
             reason="deleted before it was created", endpoint=None, generation=1,
             observed_generation=1, last_command_seq=seq, created_at=now, updated_at=now,
         )  # fmt: skip
 
-    async def give_up(self, function_id: UUID, reason: str) -> FunctionRow | None:
-        """A command failed on every delivery: say so on the function."""
+    async def give_up(self, command: CommandBase, reason: str) -> FunctionRow | None:
+        """A command failed on every delivery: say so on the function. A create that never
+        made its row leaves one without code (what it carried may be what failed), failed
+        with the reason: the user sees why, and may delete it or update it with code. A
+        function that serves goes on serving; its reason says what was given up."""
         async with self._session() as s, s.begin():
-            row = await s.get(FunctionRow, function_id, with_for_update=True)
+            row = await s.get(FunctionRow, command.function_id, with_for_update=True)
+            if row is None and isinstance(command, CreateFunction):
+                now = utcnow()
+                row = FunctionRow(
+                    id=command.function_id, owner=command.owner[:63], name=command.name[:63],
+                    code="", code_digest="", env={}, secrets={}, visibility=command.visibility,
+                    invoke_key_hash=None, runtime=command.runtime[:32],
+                    idle_timeout=command.idle_timeout, delete_after=command.delete_after,
+                    desired=Desired.RUNNING, state=State.FAILED, reason=reason, endpoint=None,
+                    generation=1, observed_generation=1, last_command_seq=0,
+                    created_at=now, updated_at=now,
+                )  # fmt: skip
+                s.add(row)
+                return row
             if row is None or row.state == State.DELETED:
                 return None
-            row.state, row.reason, row.updated_at = State.FAILED, reason, utcnow()
+            if row.state != State.READY:
+                row.state = State.FAILED
+            row.reason, row.updated_at = reason, utcnow()
             return row
 
     # --- observations --------------------------------------------------------------

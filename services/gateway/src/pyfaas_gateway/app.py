@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from pyfaas_common import bus, migrate
+from pyfaas_common.auth import Authenticator
 from pyfaas_common.db import make_engine
 from pyfaas_common.logs import setup_logging
 from pyfaas_common.messages import StateChanged
@@ -105,6 +106,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
             nc=nc,
             engine=engine,
             waker=waker,
+            auth=Authenticator(settings),
         )
         app[GATEWAY] = gateway
 
@@ -157,6 +159,7 @@ def main() -> None:
 
     settings = GatewaySettings()
     setup_logging("gateway", settings.log_level)
+    Authenticator(settings).warn_if_open("gateway")
     log.info(
         "gateway listening",
         extra={

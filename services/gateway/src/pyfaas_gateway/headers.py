@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
+from pyfaas_common.invoke_keys import INVOKE_KEY_HEADER
+
 HOP_BY_HOP = frozenset(
     {
         b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -26,6 +28,10 @@ HOP_BY_HOP = frozenset(
 # gateway already answered 100-continue to the client and streams the body.
 _REPLACED = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-prefix", b"expect"})
 _FORWARDED_VIEW = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
+_INVOKE_KEY = INVOKE_KEY_HEADER.lower().encode("latin-1")
+
+STRIP_AUTHORIZATION = web.RequestKey("strip_authorization", bool)
+"""Set by :mod:`authorize` when ``Authorization`` carries a platform token: not forwarded."""
 _TAIL = re.compile(r"/gateway/[^/?]*(.*)", re.DOTALL)
 
 
@@ -62,6 +68,7 @@ class HeaderPolicy:
         """The client's end-to-end headers plus ``X-Forwarded-*``, and whether the body
         is chunked. ``Host`` is left for the caller (it names the function)."""
         raw = request.raw_headers
+        strip_authorization = request.get(STRIP_AUTHORIZATION, False)
         named: frozenset[bytes] = frozenset()
         chunked = False
         prior_for = b""
@@ -86,7 +93,9 @@ class HeaderPolicy:
                     else:
                         host = value
                 continue
-            if self.blocks(lname):
+            if self.blocks(lname) or lname == _INVOKE_KEY:
+                continue
+            if strip_authorization and lname == b"authorization":
                 continue
             out.append((name, value))
         if named:

@@ -14,6 +14,8 @@ from aiohttp import web
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pyfaas_common.auth import Authenticator
+
 from .access import AccessLog
 from .headers import HeaderPolicy
 from .metrics import Metrics
@@ -37,6 +39,8 @@ class Gateway:
     nc: Client
     engine: AsyncEngine
     waker: Waker
+    auth: Authenticator
+    """Checks tokens for private functions, and spots platform tokens to strip."""
 
 
 SETTINGS = web.AppKey("settings", GatewaySettings)

@@ -3,7 +3,8 @@
 :mod:`app` routes every method here. The route comes from the cache (:mod:`routes`); a
 function that is not ready answers 503 with ``Retry-After``, a failed one 502 with its
 reason, an unknown id 404, a sleeping one goes through :func:`wake` (the seam the
-idle-functions issue fills in). A WebSocket upgrade goes to :mod:`websocket`; everything
+idle-functions issue fills in). A private function's caller is checked first
+(:mod:`authorize`). A WebSocket upgrade goes to :mod:`websocket`; everything
 else is one exchange on the keep-alive pool (:mod:`upstream`): the request body streams
 to the function as the client sends it, the response streams back as the function
 flushes it (each server-sent event when it is written), and a client that goes away
@@ -28,6 +29,7 @@ from aiohttp import web
 
 from pyfaas_common.problems import Problem, not_found, unavailable
 
+from .authorize import authorize
 from .headers import response_headers, upstream_target
 from .keys import GATEWAY, Gateway
 from .routes import Route
@@ -56,6 +58,8 @@ async def ready_route(gateway: Gateway, fid: UUID, request: web.Request | None =
     route = await gateway.routes.lookup(fid)
     if route is None:
         raise not_found(f"no function with id {fid}")
+    if request is not None:
+        authorize(gateway.auth, route, request)  # before a wake: strangers wake nothing
     if route.state == "ready" and route.target is not None:
         return route
     if route.state == "sleeping" or (

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pyfaas_common.db import FunctionRow
-from pyfaas_common.messages import StateChanged
+from pyfaas_common.messages import FunctionView, StateChanged
 
 from .upstream import Endpoint
 
@@ -39,13 +40,55 @@ class Route:
     """The function id as a metrics label, made once."""
     generation: int = 0
     """The generation this route describes: a wake names the sleep it ends by it."""
+    private: bool = False
+    """Only the owner's token, an admin's, or the invoke key may call it (:mod:`access`)."""
+    owner: str = ""
+    key_hash: str | None = field(default=None, repr=False)
+    """SHA-256 of the function's invoke key (never the key)."""
 
     @classmethod
     def of(
-        cls, function_id: UUID, state: str, endpoint: str | None, reason: str, generation: int = 0
+        cls,
+        function_id: UUID,
+        state: str,
+        endpoint: str | None,
+        reason: str,
+        generation: int = 0,
+        *,
+        visibility: str = "public",
+        owner: str = "",
+        key_hash: str | None = None,
     ) -> Route:
         target = Endpoint.parse(endpoint) if endpoint else None
-        return cls(function_id, state, endpoint, reason, target, str(function_id), generation)
+        return cls(
+            function_id, state, endpoint, reason, target, str(function_id), generation,
+            visibility != "public", owner, key_hash,
+        )  # fmt: skip
+
+    @classmethod
+    def from_view(cls, fn: FunctionView) -> Route:
+        return cls.of(
+            fn.id, fn.state, fn.endpoint, fn.reason, fn.generation,
+            visibility=fn.visibility, owner=fn.user, key_hash=fn.invoke_key_hash,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, function_id: UUID, row: Any) -> Route:
+        return cls.of(
+            function_id, row.state, row.endpoint, row.reason, row.generation,
+            visibility=row.visibility, owner=row.owner, key_hash=row.invoke_key_hash,
+        )  # fmt: skip
+
+
+_COLUMNS = (
+    FunctionRow.state,
+    FunctionRow.endpoint,
+    FunctionRow.reason,
+    FunctionRow.generation,
+    FunctionRow.visibility,
+    FunctionRow.owner,
+    FunctionRow.invoke_key_hash,
+)
 
 
 class RouteTable:
@@ -107,14 +150,7 @@ class RouteTable:
         events_before = self._events
         async with self.engine.connect() as conn:
             row = (
-                await conn.execute(
-                    select(
-                        FunctionRow.state,
-                        FunctionRow.endpoint,
-                        FunctionRow.reason,
-                        FunctionRow.generation,
-                    ).where(FunctionRow.id == function_id)
-                )
+                await conn.execute(select(*_COLUMNS).where(FunctionRow.id == function_id))
             ).first()
         if self._events_seen.get(function_id, -1) >= events_before:
             # An event for this function arrived while we read: it is newer than the row.
@@ -122,7 +158,7 @@ class RouteTable:
         if row is None or row.state == "deleted":
             self._remember_unknown(function_id)
             return None
-        route = Route.of(function_id, row.state, row.endpoint, row.reason, row.generation)
+        route = Route.from_row(function_id, row)
         self._routes[function_id] = route
         return route
 
@@ -148,16 +184,10 @@ class RouteTable:
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(
-                        FunctionRow.id,
-                        FunctionRow.state,
-                        FunctionRow.endpoint,
-                        FunctionRow.reason,
-                        FunctionRow.generation,
-                    ).where(FunctionRow.state != "deleted")
+                    select(FunctionRow.id, *_COLUMNS).where(FunctionRow.state != "deleted")
                 )
             ).all()
-        fresh = {r.id: Route.of(r.id, r.state, r.endpoint, r.reason, r.generation) for r in rows}
+        fresh = {r.id: Route.from_row(r.id, r) for r in rows}
         for function_id, seen in self._events_seen.items():
             if seen >= events_before:  # an event newer than the snapshot wins
                 route = self._routes.get(function_id)
@@ -179,7 +209,7 @@ class RouteTable:
             self._routes.pop(fn.id, None)
             self._unknown[fn.id] = time.monotonic() + self.negative_ttl
             return
-        self._routes[fn.id] = Route.of(fn.id, fn.state, fn.endpoint, fn.reason, fn.generation)
+        self._routes[fn.id] = Route.from_view(fn)
 
     def forget(self, function_id: UUID) -> None:
         """The route failed us (connection refused): read it again next time."""

@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from pyfaas_common.auth import AuthSettings
 from pyfaas_common.settings import PlatformSettings
 
 
-class GatewaySettings(PlatformSettings):
+class GatewaySettings(PlatformSettings, AuthSettings):
     gateway_host: str = "127.0.0.1"
     """Address to listen on; ``0.0.0.0`` in a container."""
 

@@ -123,7 +123,7 @@ class Waker:
         if fn.state == "deploying" and wake.deploying_at is None:
             wake.deploying_at = now
         elif fn.state == "ready" and fn.endpoint:
-            route = Route.of(fn.id, fn.state, fn.endpoint, fn.reason, fn.generation)
+            route = Route.from_view(fn)
             wake.future.set_result(route)
             self._observe(wake, now)
         elif fn.state == "failed":
