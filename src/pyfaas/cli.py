@@ -93,6 +93,10 @@ IdleFlag = Annotated[
     int | None,
     typer.Option("--idle-timeout", help="Seconds without a request before it sleeps; 0: never."),
 ]
+DeleteAfterFlag = Annotated[
+    int | None,
+    typer.Option("--delete-after", help="Seconds asleep before it is deleted; 0: never."),
+]
 SecretFlag = Annotated[
     list[str] | None,
     typer.Option(
@@ -318,6 +322,7 @@ def deploy(
         ),
     ] = False,
     idle_timeout: IdleFlag = None,
+    delete_after: DeleteAfterFlag = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is ready.")] = True,
     timeout: TimeoutFlag = 300.0,
     as_json: JsonFlag = False,
@@ -338,12 +343,16 @@ def deploy(
         body["source"] = {"url": source}
     if idle_timeout is not None:
         body["idle_timeout"] = idle_timeout
+    if delete_after is not None:
+        body["delete_after"] = delete_after
     _check(CreateRequest, body)
 
     async def work(client: Client) -> Function:
         extra: dict[str, Any] = {}
         if idle_timeout is not None:
             extra["idle_timeout"] = idle_timeout
+        if delete_after is not None:
+            extra["delete_after"] = delete_after
         fn = await client.create(
             code, source=source, name=body["name"], env=body["env"], secrets=body["secrets"],
             private=private, **extra,
@@ -384,6 +393,7 @@ def update(
         bool, typer.Option("--rotate-key", help="Make a new invoke key (printed once).")
     ] = False,
     idle_timeout: IdleFlag = None,
+    delete_after: DeleteAfterFlag = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait until the new generation serves.")
     ] = True,
@@ -405,11 +415,13 @@ def update(
         body["rotate_invoke_key"] = True
     if idle_timeout is not None:
         body["idle_timeout"] = idle_timeout
+    if delete_after is not None:
+        body["delete_after"] = delete_after
     if not body:
         _fail(
             Exit.USAGE,
             "nothing to update: give a script, --env, --secret, --private/--public, "
-            "--rotate-key or --idle-timeout",
+            "--rotate-key, --idle-timeout or --delete-after",
         )
     _check(UpdateRequest, body)
     sdk_args = {k: v for k, v in body.items() if k != "visibility"}
@@ -472,11 +484,12 @@ def get(ctx: typer.Context, function: FunctionRef, as_json: JsonFlag = False) ->
     env = ", ".join(f"{k}={v}" for k, v in sorted(fn.env.items())) or "-"
     secrets = ", ".join(f"{k}={v}" for k, v in sorted(fn.secrets.items())) or "-"
     idle = "never" if not fn.idle_timeout else f"{fn.idle_timeout}s"
+    stale = "never" if not fn.delete_after else f"{fn.delete_after}s asleep"
     for key, value in (
         ("id", fn.id), ("name", fn.name), ("user", fn.user), ("state", fn.state),
         ("desired", fn.desired), ("generation", f"{fn.observed_generation}/{fn.generation}"),
         ("url", fn.url), ("visibility", fn.visibility), ("runtime", fn.runtime),
-        ("env", env), ("secrets", secrets), ("idle timeout", idle),
+        ("env", env), ("secrets", secrets), ("idle timeout", idle), ("deleted after", stale),
         ("created", fn.created_at), ("updated", fn.updated_at),
     ):  # fmt: skip
         table.add_row(key, value)

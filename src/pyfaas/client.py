@@ -215,6 +215,7 @@ class Client:
         secrets: Mapping[str, str] | None = None,
         private: bool = False,
         idle_timeout: int | None = _UNSET,
+        delete_after: int | None = _UNSET,
         user: str | None = None,
     ) -> Function:
         """Deploy ``code``, or the script at the URL ``source`` (pyfaas fetches it). A
@@ -238,6 +239,8 @@ class Client:
             body["visibility"] = "private"
         if idle_timeout is not _UNSET:
             body["idle_timeout"] = idle_timeout
+        if delete_after is not _UNSET:
+            body["delete_after"] = delete_after
         return Function.model_validate(await self._request("POST", "/faas/python", body=body))
 
     async def list_functions(self, user: str | None = None) -> list[Function]:
@@ -260,6 +263,7 @@ class Client:
         private: bool | None = None,
         rotate_invoke_key: bool = False,
         idle_timeout: int | None = _UNSET,
+        delete_after: int | None = _UNSET,
     ) -> Function:
         """A new generation; the answer carries the generation to :meth:`wait` for (and
         a new ``invoke_key`` when one was made)."""
@@ -276,6 +280,8 @@ class Client:
             body["rotate_invoke_key"] = True
         if idle_timeout is not _UNSET:
             body["idle_timeout"] = idle_timeout
+        if delete_after is not _UNSET:
+            body["delete_after"] = delete_after
         data = await self._request("PUT", f"/faas/python/{_as_id(function_id)}", body=body)
         return Function.model_validate(data)
 

@@ -91,14 +91,16 @@ async def test_init_deploy_call_logs_update_rm(
     assert "# /// script" in main_py.read_text()
 
     deployed = await faas(
-        env, "deploy", str(main_py), "--env", "GREETING=v1", "--idle-timeout", "0", "--json"
-    )
+        env, "deploy", str(main_py), "--env", "GREETING=v1", "--idle-timeout", "0",
+        "--delete-after", "3600", "--json",
+    )  # fmt: skip
     assert deployed.code == Exit.OK, deployed.err
     fn = deployed.json()
     fid = fn["id"]
     assert (fn["name"], fn["user"], fn["state"]) == ("hello", user, "ready")
     assert fn["observed_generation"] == fn["generation"] == 1
     assert fn["env"] == {"GREETING": "v1"} and fn["idle_timeout"] == 0
+    assert fn["delete_after"] == 3600
     assert fn["url"] == f"{platform.gateway}/gateway/{fid}/"
     assert "ready" in deployed.err  # the state was shown as it moved
 
