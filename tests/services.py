@@ -115,9 +115,14 @@ class NatsServer:
 
 
 def start_embedded_postgres(directory: Path) -> tuple[str, Any]:
-    import pgserver  # only needed on machines without a Postgres
+    import warnings
 
-    server = pgserver.get_server(str(directory), cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers): harmless here.
+        warnings.simplefilter("ignore")
+        import pgserver  # only needed on machines without a Postgres
+
+        server = pgserver.get_server(str(directory), cleanup_mode="stop")
     return server.get_uri(), server
 
 
