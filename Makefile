@@ -77,3 +77,9 @@ docs: sync
 token: sync
 	@$(RUN) faas token $(USER)
 .PHONY: token
+
+# Fault scenarios, long versions (a 30 s hostile load, a NATS outage longer than the API's
+# wait): what was injected, how long recovery took, what was lost (nothing). Issue 7.
+faults: sync
+	PYFAAS_FAULTS_FULL=1 $(RUN) pytest tests/faults -p no:cacheprovider -q
+.PHONY: faults

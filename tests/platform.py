@@ -4,6 +4,7 @@ and gateway. The e2e tests and the benchmarks use it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -89,6 +90,16 @@ class Platform:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{url} not healthy:\n{self.log_tail()}")
                     await asyncio.sleep(0.1)
+            # Healthy API and gateway, but the deployer may not have subscribed to reads yet
+            # (it migrates and connects first): a read right away would answer 503.
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{self.api}/faas/python?user=ready-check") as r:
+                        if r.status != 503:
+                            break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the deployer does not answer reads:\n{self.log_tail()}")
+                await asyncio.sleep(0.1)
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -21,7 +21,9 @@ SERVICES = ("deployer", "api", "gateway", "reaper")
 
 
 @pytest.mark.timeout(240)
-async def test_postgres_down_for_ten_seconds(tmp_path: Path, nats_url: str, own_postgres: PostgresServer) -> None:
+async def test_postgres_down_for_ten_seconds(
+    tmp_path: Path, nats_url: str, own_postgres: PostgresServer
+) -> None:
     database_url = await asyncio.to_thread(own_postgres.create_database)
     code = example("hello_stdlib.py")
     async with (

@@ -42,9 +42,7 @@ STREAMER = script(
 
 
 @pytest.mark.timeout(120)
-async def test_function_killed_mid_stream(
-    tmp_path: Path, nats_url: str, postgres_url: str
-) -> None:
+async def test_function_killed_mid_stream(tmp_path: Path, nats_url: str, postgres_url: str) -> None:
     async with (
         platform_on(tmp_path / "data", nats_url, postgres_url) as platform,
         aiohttp.ClientSession() as session,

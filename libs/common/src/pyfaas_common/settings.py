@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 
 RuntimeName = Literal["local", "kubernetes"]
 

@@ -27,12 +27,13 @@ MAX_SCRIPT_BYTES = 512 * 1024
 MAX_ENV_BYTES = 64 * 1024
 MAX_ENV_ENTRIES = 100
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# \Z, not $: "$" also matches before a final newline, and "alice\n" is not a name.
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 NAME_RULE = (
     "use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit "
     "(a DNS label)"
 )
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 RESERVED_ENV = {"PORT", "HOST", "PATH", "HOME", "UV_CACHE_DIR", "PYTHONPATH"}
 
 # PEP 723's reference regular expression.

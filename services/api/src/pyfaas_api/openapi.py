@@ -134,6 +134,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": False, "content": _json("ListRequest")},
                     "responses": {
                         "200": {"description": "The functions", "content": _json("FunctionList")},
+                        "400": _problem("A body was sent and it is not JSON"),
                         "403": _FORBIDDEN,
                         "422": _problem("No user, or not a valid user name"),
                         **_COMMON_ERRORS,
@@ -167,6 +168,8 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "202": accepted,
                         "404": _problem(_NOT_YOURS),
+                        "400": _problem("The body is not JSON"),
+                        "413": _problem("The body is too large"),
                         "422": _problem("A field is invalid"),
                         **_COMMON_ERRORS,
                     },

@@ -252,12 +252,11 @@ async def create_function(request: web.Request) -> web.Response:
 @routes.get("/faas/python")
 async def list_functions(request: web.Request) -> web.Response:
     identity = _caller(request)
+    data: Any = await _json_body(request)  # a body that is there must be JSON, ?user= or not
     if "user" in request.query:
-        data: Any = {"user": request.query["user"]}
-    else:
-        data = await _json_body(request)
-        if data is None:
-            data = {}
+        data = {"user": request.query["user"]}
+    elif data is None:
+        data = {}
     body: ListRequest = _validate(ListRequest, data, request)
     user: str | None
     if identity is not None and identity.admin and body.user is None:

@@ -146,7 +146,9 @@ class Deployer:
                     try:
                         row = await self.store.give_up(command, reason)
                     except Exception as give_up_exc:
-                        log.error("could not record the failure", extra={"error": repr(give_up_exc)})
+                        log.error(
+                            "could not record the failure", extra={"error": repr(give_up_exc)}
+                        )
                     else:
                         if row is not None:
                             await self.publish_state(row)
@@ -365,7 +367,8 @@ def describe_failure(exc: BaseException, limit: int = 500) -> str:
     what the database said, not the statement and its parameters: those hold the whole
     script and the secrets, and may hold the very bytes that made it fail (a NUL)."""
     if isinstance(exc, DBAPIError) and exc.orig is not None:
-        text = f"{type(exc.orig).__name__}: {exc.orig}"
+        driver_error = exc.orig.__cause__ or exc.orig  # asyncpg's, under SQLAlchemy's adapter
+        text = f"{type(driver_error).__name__}: {exc.orig}"
     else:
         text = str(exc) or type(exc).__name__
     text = text.replace("\x00", "\\x00")

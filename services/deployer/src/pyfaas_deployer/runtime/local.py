@@ -224,6 +224,31 @@ class LocalRuntime:
             self._stop_recorded(record)
         for state_file in self.root.glob("*/process.json"):
             self._adopt(state_file)
+        self._stop_unrecorded()
+
+    def _stop_unrecorded(self) -> None:
+        """A deployer killed between starting a function and writing its record leaves a
+        process that no record names; the function would run twice. Stop every process
+        group running a script under our root that was not adopted."""
+        proc_dir = Path("/proc")
+        if not proc_dir.is_dir():
+            return
+        adopted = {p.pid for p in self._procs.values()}
+        root = str(self.root).encode() + b"/"
+        for entry in proc_dir.iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                leader = os.getpgid(pid) == pid  # uv, started in a session of its own
+            except OSError:
+                continue
+            ours = any(a.startswith(root) and a.endswith(b"/main.py") for a in argv)
+            if ours and b"--script" in argv and leader and pid not in adopted:
+                log.warning("stopping a function process no record names", extra={"pid": pid})
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
 
     @staticmethod
     def _recorded_pid(record: Path) -> int | None:
