@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from pyfaas_common import bus, migrate
 from pyfaas_common.consumers import make_broker
@@ -137,6 +137,14 @@ class Deployer:
                 applied = await self.store.apply(command, meta.sequence.stream)
             except Exception as exc:
                 delivered = meta.num_delivered
+                if database_unreachable(exc):
+                    # Not the command's fault: hold it for as long as the database is away
+                    # (the consumer's max_deliver is unlimited for this reason), at most
+                    # every 30 s, and never count it towards giving up.
+                    delay = min(0.5 * 2 ** min(delivered - 1, 6), 30.0)
+                    log.warning("database unreachable; command held, retrying in %gs: %s",
+                                delay, describe_failure(exc))  # fmt: skip
+                    raise NackMessage(delay=delay) from exc
                 if delivered >= self.settings.command_max_deliver:
                     reason = (
                         f"the {command.kind} command failed {delivered} times and was given "
@@ -362,6 +370,25 @@ def _batches(lines: list[str]) -> Iterator[list[str]]:
         yield batch
 
 
+def database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached (or dropped the connection): a condition of the
+    platform, not of the command, which must wait it out rather than be given up."""
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        return isinstance(cause, OSError | ConnectionError | TimeoutError) or type(
+            cause
+        ).__name__ in (
+            "ConnectionDoesNotExistError",
+            "CannotConnectNowError",
+            "TooManyConnectionsError",
+        )
+    return False
+
+
 def describe_failure(exc: BaseException, limit: int = 500) -> str:
     """What went wrong, short enough for a reason and a log line. A database error says
     what the database said, not the statement and its parameters: those hold the whole
@@ -403,7 +430,9 @@ def build_app(settings: DeployerSettings | None = None) -> FastStream:
         stream=JStream(subjects.command_stream, declare=False),
         durable=subjects.deployer_durable,
         pull_sub=PullSub(batch_size=16, timeout=1.0),
-        config=ConsumerConfig(max_deliver=settings.command_max_deliver, ack_wait=30),
+        # Unlimited at the server: the handler gives up a command that fails by itself after
+        # PYFAAS_COMMAND_MAX_DELIVER deliveries, but holds one that waits for the database.
+        config=ConsumerConfig(max_deliver=-1, ack_wait=30),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="commands",
         description="create, update, delete, sleep and wake commands for one function",
