@@ -173,13 +173,7 @@ class Deployer:
                 self.reconciler.schedule(command.function_id)
 
     # --- reads -----------------------------------------------------------------------
-    async def handle_get(self, body: bytes) -> bytes:
-        try:
-            query = GetQuery.model_validate_json(body)
-        except ValidationError as exc:
-            return _reply(
-                GetReply(error=QueryError(status=400, title="Bad query", detail=str(exc)))
-            )
+    async def handle_get(self, query: GetQuery) -> bytes:
         row = await self.store.get(query.id)
         if row is not None and row.state != State.DELETED:
             return _reply(GetReply(function=self.store.view(row)))
@@ -216,23 +210,11 @@ class Deployer:
             updated_at=create.issued_at,
         )  # fmt: skip
 
-    async def handle_list(self, body: bytes) -> bytes:
-        try:
-            query = ListQuery.model_validate_json(body)
-        except ValidationError as exc:
-            return _reply(
-                ListReply(error=QueryError(status=400, title="Bad query", detail=str(exc)))
-            )
+    async def handle_list(self, query: ListQuery) -> bytes:
         rows = await self.store.list_for(query.user)
         return _reply(ListReply(functions=[self.store.view(r) for r in rows]))
 
-    async def handle_logs(self, body: bytes) -> bytes:
-        try:
-            query = LogsQuery.model_validate_json(body)
-        except ValidationError as exc:
-            return _reply(
-                LogsReply(error=QueryError(status=400, title="Bad query", detail=str(exc)))
-            )
+    async def handle_logs(self, query: LogsQuery) -> bytes:
         row = await self.store.get(query.id)
         if row is None or row.state == State.DELETED:
             return _reply(LogsReply(error=QueryError(
@@ -242,15 +224,9 @@ class Deployer:
         # A function may print its own secrets; its log, as pyfaas shows it, does not.
         return _reply(LogsReply(lines=[SECRETS.redact(line) for line in lines]))
 
-    async def handle_logs_follow(self, body: bytes) -> bytes:
+    async def handle_logs_follow(self, query: LogsFollowQuery) -> bytes:
         """Start streaming a function's log lines to the API (see ``LogsFollowQuery``);
         the answer only says whether the follow started."""
-        try:
-            query = LogsFollowQuery.model_validate_json(body)
-        except ValidationError as exc:
-            return _reply(
-                LogsFollowReply(error=QueryError(status=400, title="Bad query", detail=str(exc)))
-            )
         if not await self._exists(query.id):
             return _reply(LogsFollowReply(error=QueryError(
                 status=404, title="Not found", detail=f"no function with id {query.id}")))  # fmt: skip
@@ -440,23 +416,24 @@ def build_app(settings: DeployerSettings | None = None) -> FastStream:
     async def on_command(command: Command, msg: NatsMessage) -> None:
         await deployer.handle_command(msg)
 
-    # The typed parameters validate the bodies and document them (AsyncAPI); the
-    # handlers answer with the reply models, serialised as bytes.
+    # The typed parameters validate the bodies (one that does not is rejected by the
+    # broker's middleware) and document them (AsyncAPI); the handlers answer with the
+    # reply models, serialised as bytes.
     @broker.subscriber(subjects.query("get"), queue="deployer", title="get")
-    async def on_get(query: GetQuery, msg: NatsMessage) -> bytes:
-        return await _answer(GetReply, deployer.handle_get(msg.body))
+    async def on_get(query: GetQuery) -> bytes:
+        return await _answer(GetReply, deployer.handle_get(query))
 
     @broker.subscriber(subjects.query("list"), queue="deployer", title="list")
-    async def on_list(query: ListQuery, msg: NatsMessage) -> bytes:
-        return await _answer(ListReply, deployer.handle_list(msg.body))
+    async def on_list(query: ListQuery) -> bytes:
+        return await _answer(ListReply, deployer.handle_list(query))
 
     @broker.subscriber(subjects.query("logs"), queue="deployer", title="logs")
-    async def on_logs(query: LogsQuery, msg: NatsMessage) -> bytes:
-        return await _answer(LogsReply, deployer.handle_logs(msg.body))
+    async def on_logs(query: LogsQuery) -> bytes:
+        return await _answer(LogsReply, deployer.handle_logs(query))
 
     @broker.subscriber(subjects.query("logs_follow"), queue="deployer", title="logs_follow")
-    async def on_logs_follow(query: LogsFollowQuery, msg: NatsMessage) -> bytes:
-        return await _answer(LogsFollowReply, deployer.handle_logs_follow(msg.body))
+    async def on_logs_follow(query: LogsFollowQuery) -> bytes:
+        return await _answer(LogsFollowReply, deployer.handle_logs_follow(query))
 
     # Declared for the event contract (docs/asyncapi/): the deployer publishes these with
     # nats-py directly, one subject per function and state.
