@@ -66,4 +66,5 @@ def main() -> None:
         print=None,
         access_log=None,
         shutdown_timeout=5,
+        keepalive_timeout=settings.keepalive_timeout,
     )

@@ -9,6 +9,7 @@ With ``PYFAAS_AUTH=none`` every request names its ``user`` and is believed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -93,11 +94,27 @@ async def _owned(
 
 
 async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
+    timeout = request.app[SETTINGS].body_timeout
+    try:
+        # A client that trickles its body is cut off, not waited for.
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise Problem(
+            408, "Request body too slow",
+            f"the request body did not arrive within {timeout:g}s; send it at once",
+            "body-timeout", headers={"Connection": "close"},
+        ) from None  # fmt: skip
     if not raw.strip():
         return None
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise Problem(
+            400, "Body is too deeply nested",
+            "the JSON body nests deeper than pyfaas reads; send a flat JSON object",
+            "invalid-json",
+        ) from None  # fmt: skip
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Problem(
             400,

@@ -52,6 +52,14 @@ class ApiSettings(PlatformSettings, IdlePolicyDefaults, AuthSettings):
     max_env_bytes: int = Field(default=MAX_ENV_BYTES, gt=0, le=MAX_ENV_BYTES)
     """Largest environment: names and values of env and secrets together."""
 
+    body_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a request body may take to arrive before 408: a client trickling its body
+    a byte at a time is cut off."""
+
+    keepalive_timeout: float = Field(default=75.0, gt=0)
+    """Seconds an idle connection — or one that has not finished sending its request
+    headers — is kept open: a client sending headers a byte at a time is cut off."""
+
     # --- code from a URL (POST with source: {url}) -------------------------------------
     fetch_allow_http: bool = False
     """Allow plain http:// sources (https only by default)."""
