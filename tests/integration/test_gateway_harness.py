@@ -31,6 +31,7 @@ from pyfaas_common.db import FunctionRow, make_engine
 from pyfaas_common.messages import Desired, FunctionView, State, StateChanged, utcnow
 from pyfaas_common.subjects import Subjects
 from pyfaas_gateway.app import init_app
+from pyfaas_gateway.front import GatewaySite
 from pyfaas_gateway.keys import GATEWAY, Gateway
 from pyfaas_gateway.settings import GatewaySettings
 from tests.services import free_port
@@ -310,7 +311,8 @@ async def start_gateway(
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await runner.setup()
         runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        # As in production: connections start on the fast path (pyfaas_gateway.front).
+        await GatewaySite(runner, "127.0.0.1", port).start()
         nc = await nats.connect(nats_url)
         clients.append(nc)
         return GatewayUnderTest(f"http://127.0.0.1:{port}", app, engine, nc, Subjects(prefix))

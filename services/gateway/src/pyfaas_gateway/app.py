@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -30,6 +31,7 @@ from pyfaas_common.web import problem_middleware
 
 from . import health
 from .access import AccessLog
+from .front import GatewaySite
 from .headers import HeaderPolicy
 from .keys import GATEWAY, METRICS, SETTINGS, Gateway
 from .metrics import Metrics
@@ -40,6 +42,11 @@ from .upstream import UpstreamPool
 from .wake import Waker
 
 log = logging.getLogger(__name__)
+
+_KEEPALIVE_SECONDS = 75.0
+"""Idle client connections close after this (aiohttp's ``run_app`` default)."""
+_SHUTDOWN_SECONDS = 5.0
+"""On SIGTERM, answers under way get this long to finish."""
 
 
 def init_app(settings: GatewaySettings) -> web.Application:
@@ -140,18 +147,35 @@ def init_app(settings: GatewaySettings) -> web.Application:
 
 def serve(settings: GatewaySettings, *, reuse_port: bool = False) -> None:
     """Run one worker until SIGTERM/SIGINT, on uvloop."""
-    web.run_app(
+    uvloop.run(_serve(settings, reuse_port=reuse_port))
+
+
+async def _serve(settings: GatewaySettings, *, reuse_port: bool) -> None:
+    # What web.run_app does, but listening with GatewaySite: its connections start on
+    # the fast path (front.py) and are handed to this runner's aiohttp server otherwise.
+    runner = web.AppRunner(
         init_app(settings),
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        reuse_port=reuse_port or None,
-        print=None,
         access_log=None,
         # A client that goes away cancels its handler, and so its upstream request.
         handler_cancellation=True,
-        shutdown_timeout=5,
-        loop=uvloop.new_event_loop(),
+        keepalive_timeout=_KEEPALIVE_SECONDS,
+        shutdown_timeout=_SHUTDOWN_SECONDS,
     )
+    await runner.setup()
+    try:
+        site = GatewaySite(
+            runner, settings.gateway_host, settings.gateway_port,
+            reuse_port=reuse_port or None, keepalive_timeout=_KEEPALIVE_SECONDS,
+            shutdown_timeout=_SHUTDOWN_SECONDS,
+        )  # fmt: skip
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 :mod:`proxy` calls :meth:`HeaderPolicy.request_head` to write the request line and headers
 the function receives as raw bytes (the upstream client sends them as they are), and
 :func:`response_headers` to filter what goes back. :mod:`websocket` uses
-:meth:`HeaderPolicy.forwarded` for the upgrade request.
+:meth:`HeaderPolicy.forwarded` for the upgrade request; :mod:`front` (the fast path) uses
+the raw variants, :meth:`HeaderPolicy.forwarded_raw` and :func:`response_headers_raw`.
 """
 
 from __future__ import annotations
@@ -67,12 +68,31 @@ class HeaderPolicy:
     ) -> tuple[list[tuple[bytes, bytes]], bool]:
         """The client's end-to-end headers plus ``X-Forwarded-*``, and whether the body
         is chunked. ``Host`` is left for the caller (it names the function)."""
-        raw = request.raw_headers
-        strip_authorization = request.get(STRIP_AUTHORIZATION, False)
+        return self.forwarded_raw(
+            request.raw_headers,
+            strip_authorization=request.get(STRIP_AUTHORIZATION, False),
+            peer=(request.remote or "").encode("latin-1"),
+            scheme=request.scheme.encode("latin-1"),
+            host=request.host.encode("latin-1"),
+            prefix=prefix.encode("latin-1"),
+        )
+
+    def forwarded_raw(
+        self,
+        raw: Iterable[tuple[bytes, bytes]],
+        *,
+        strip_authorization: bool,
+        peer: bytes,
+        scheme: bytes,
+        host: bytes,
+        prefix: bytes,
+    ) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """:meth:`forwarded` on raw header pairs and what the gateway saw of the client
+        (the fast path in :mod:`front` has no :class:`web.Request`)."""
         named: frozenset[bytes] = frozenset()
         chunked = False
         prior_for = b""
-        proto = host = b""
+        client_proto = client_host = b""
         out: list[tuple[bytes, bytes]] = []
         for name, value in raw:
             lname = name.lower()
@@ -89,9 +109,9 @@ class HeaderPolicy:
             if lname in _FORWARDED_VIEW:
                 if self.trust_forwarded:
                     if lname == b"x-forwarded-proto":
-                        proto = value
+                        client_proto = value
                     else:
-                        host = value
+                        client_host = value
                 continue
             if self.blocks(lname) or lname == _INVOKE_KEY:
                 continue
@@ -102,11 +122,10 @@ class HeaderPolicy:
             out = [(n, v) for n, v in out if n.lower() not in named]
         if chunked:  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
             out = [(n, v) for n, v in out if n.lower() != b"content-length"]
-        peer = (request.remote or "").encode("latin-1")
         out.append((b"X-Forwarded-For", prior_for + b", " + peer if prior_for else peer))
-        out.append((b"X-Forwarded-Proto", proto or request.scheme.encode("latin-1")))
-        out.append((b"X-Forwarded-Host", host or request.host.encode("latin-1")))
-        out.append((b"X-Forwarded-Prefix", prefix.encode("latin-1")))
+        out.append((b"X-Forwarded-Proto", client_proto or scheme))
+        out.append((b"X-Forwarded-Host", client_host or host))
+        out.append((b"X-Forwarded-Prefix", prefix))
         return out, chunked
 
     def request_head(
@@ -121,19 +140,29 @@ class HeaderPolicy:
         """The request line and headers for the function, and whether the body goes
         chunked (a body of unknown length: the client sent it chunked)."""
         headers, chunked = self.forwarded(request, prefix)
-        parts = [
-            request.method.encode("latin-1"),
-            b" ",
-            target,
-            b" HTTP/1.1\r\nHost: ",
-            host_header,
-        ]
-        for name, value in headers:
-            parts += (b"\r\n", name, b": ", value)
-        if send_body and chunked:
-            parts.append(b"\r\nTransfer-Encoding: chunked")
-        parts.append(b"\r\n\r\n")
-        return b"".join(parts), chunked
+        head = build_head(
+            request.method.encode("latin-1"), target, host_header, headers,
+            chunked=send_body and chunked,
+        )  # fmt: skip
+        return head, chunked
+
+
+def build_head(
+    method: bytes,
+    target: bytes,
+    host_header: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    chunked: bool,
+) -> bytes:
+    """The request line and headers as the function receives them, in one buffer."""
+    parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host_header]
+    for name, value in headers:
+        parts += (b"\r\n", name, b": ", value)
+    if chunked:
+        parts.append(b"\r\nTransfer-Encoding: chunked")
+    parts.append(b"\r\n\r\n")
+    return b"".join(parts)
 
 
 def response_headers(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
@@ -146,6 +175,12 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
             continue
         out.add(name.decode("latin-1"), value.decode("latin-1"))
     return out
+
+
+def response_headers_raw(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """:func:`response_headers` as raw pairs, for the fast path (:mod:`front`)."""
+    named = connection_tokens(v for n, v in raw if n.lower() == b"connection")
+    return [(n, v) for n, v in raw if (ln := n.lower()) not in HOP_BY_HOP and ln not in named]
 
 
 def upstream_target(raw_path: str) -> bytes:

@@ -113,6 +113,11 @@ class RouteTable:
         self.reported: dict[str, int] = {}
         """What :class:`metrics.Metrics` has already added to its counters."""
 
+    def cached(self, function_id: UUID) -> Route | None:
+        """The route when it is in memory, without counting a hit (the caller counts one
+        when it uses it: :mod:`front` hands a request it cannot serve to :meth:`lookup`)."""
+        return self._routes.get(function_id)
+
     async def lookup(self, function_id: UUID) -> Route | None:
         route = self._routes.get(function_id)
         if route is not None:
