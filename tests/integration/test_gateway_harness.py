@@ -30,8 +30,7 @@ from pyfaas_common import bus, migrate
 from pyfaas_common.db import FunctionRow, make_engine
 from pyfaas_common.messages import Desired, FunctionView, State, StateChanged, utcnow
 from pyfaas_common.subjects import Subjects
-from pyfaas_gateway.app import init_app
-from pyfaas_gateway.front import GatewaySite
+from pyfaas_gateway.app import start as start_listening
 from pyfaas_gateway.keys import GATEWAY, Gateway
 from pyfaas_gateway.settings import GatewaySettings
 from tests.services import free_port
@@ -307,15 +306,14 @@ async def start_gateway(
             nats_url=nats_url, nats_prefix=prefix, database_url=postgres_url,
             data_dir=data_dir, gateway_port=port, **{"access_interval": 60.0, "wake_timeout": 0.5, **overrides},
         )  # fmt: skip
-        app = init_app(settings)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await runner.setup()
-        runners.append(runner)
         # As in production: connections start on the fast path (pyfaas_gateway.front).
-        await GatewaySite(runner, "127.0.0.1", port).start()
+        runner = await start_listening(settings)
+        runners.append(runner)
         nc = await nats.connect(nats_url)
         clients.append(nc)
-        return GatewayUnderTest(f"http://127.0.0.1:{port}", app, engine, nc, Subjects(prefix))
+        return GatewayUnderTest(
+            f"http://127.0.0.1:{port}", runner.app, engine, nc, Subjects(prefix)
+        )
 
     yield start
     for runner in runners:

@@ -134,3 +134,36 @@ async def test_a_body_that_stalls_is_cut_off_with_408(
         writer.close()
     assert status_line.split(b" ", 2)[1] == b"408", status_line
     await _healthy(gw, session)
+
+
+async def test_a_client_trickling_its_headers_is_cut_off(
+    start_gateway: StartGateway, upstream: Upstream, session: aiohttp.ClientSession
+) -> None:
+    # Slowloris: a head sent a byte at a time never completes; the connection is closed
+    # after PYFAAS_KEEPALIVE_TIMEOUT, and other clients are served meanwhile.
+    gw = await start_gateway(keepalive_timeout=1.0)
+    fid = await gw.add_function(upstream.url)
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = f"GET /gateway/{fid}/slow HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode() + b"a" * 200
+
+    async def trickle() -> None:
+        for byte in head:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    sender = asyncio.create_task(trickle())
+    started = asyncio.get_running_loop().time()
+    try:
+        async with session.get(gw.function_url(fid, "other")) as r:
+            assert r.status == 200  # not held up by the slow one
+        async with asyncio.timeout(10):
+            answer = await reader.read()  # until the gateway closes the connection
+    finally:
+        sender.cancel()
+        writer.close()
+    assert asyncio.get_running_loop().time() - started < 10
+    assert not answer.startswith(b"HTTP/1.1 5"), answer[:100]
+    assert all(seen["path"] != "/slow" for seen in upstream.seen)
+    await _healthy(gw, session)

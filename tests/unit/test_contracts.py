@@ -80,3 +80,36 @@ def test_the_openapi_document_is_valid_and_matches_the_models() -> None:
         "/faas/python/{id}/logs",
         "/healthz",
     }
+
+
+def test_every_setting_is_documented_for_operators() -> None:
+    # An operator finds every PYFAAS_* variable in README.md or docs/; a table may
+    # shorten a family to `PYFAAS_KUBERNETES_CPU_LIMIT` / `_MEMORY_LIMIT`.
+    from pathlib import Path
+
+    from pyfaas_api.settings import ApiSettings
+    from pyfaas_deployer.settings import DeployerSettings
+    from pyfaas_gateway.settings import GatewaySettings
+    from pyfaas_reaper.settings import ReaperSettings
+
+    root = Path(__file__).resolve().parents[2]
+    lines = [
+        line
+        for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+        for line in doc.read_text().splitlines()
+    ]
+    text = "\n".join(lines)
+
+    def documented(env: str) -> bool:
+        if f"`{env}`" in text:
+            return True
+        parts = env.split("_")
+        return any(
+            f"`{'_'.join(parts[:i])}_" in line and f"`_{'_'.join(parts[i:])}`" in line
+            for i in range(2, len(parts))
+            for line in lines
+        )
+
+    settings = (ApiSettings, DeployerSettings, GatewaySettings, ReaperSettings)
+    names = {f"PYFAAS_{name.upper()}" for cls in settings for name in cls.model_fields}
+    assert sorted(env for env in names if not documented(env)) == []

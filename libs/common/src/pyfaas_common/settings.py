@@ -89,3 +89,13 @@ class IdlePolicyDefaults(BaseSettings):
 
     delete_after: int = Field(default=7 * 24 * 3600, ge=0)
     """Seconds asleep before a function is deleted; 0 means never."""
+
+
+class HttpServerSettings(BaseSettings):
+    """What the two HTTP services (api, gateway) share about their client connections."""
+
+    model_config = SettingsConfigDict(env_prefix="PYFAAS_", extra="ignore")
+
+    keepalive_timeout: float = Field(default=75.0, gt=0)
+    """Seconds an idle client connection — or one that has not finished sending its
+    request headers — is kept open: a client sending headers a byte at a time is cut off."""

@@ -8,11 +8,16 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from pyfaas_common.auth import AuthSettings
-from pyfaas_common.settings import IdlePolicyDefaults, PlatformSettings, RuntimeName
+from pyfaas_common.settings import (
+    HttpServerSettings,
+    IdlePolicyDefaults,
+    PlatformSettings,
+    RuntimeName,
+)
 from pyfaas_common.validation import MAX_ENV_BYTES, MAX_SCRIPT_BYTES, default_python_versions
 
 
-class ApiSettings(PlatformSettings, IdlePolicyDefaults, AuthSettings):
+class ApiSettings(PlatformSettings, HttpServerSettings, IdlePolicyDefaults, AuthSettings):
     api_host: str = "127.0.0.1"
     """Address to listen on; ``0.0.0.0`` in a container."""
 
@@ -55,10 +60,6 @@ class ApiSettings(PlatformSettings, IdlePolicyDefaults, AuthSettings):
     body_timeout: float = Field(default=30.0, gt=0)
     """Seconds a request body may take to arrive before 408: a client trickling its body
     a byte at a time is cut off."""
-
-    keepalive_timeout: float = Field(default=75.0, gt=0)
-    """Seconds an idle connection — or one that has not finished sending its request
-    headers — is kept open: a client sending headers a byte at a time is cut off."""
 
     # --- code from a URL (POST with source: {url}) -------------------------------------
     fetch_allow_http: bool = False

@@ -43,8 +43,6 @@ from .wake import Waker
 
 log = logging.getLogger(__name__)
 
-_KEEPALIVE_SECONDS = 75.0
-"""Idle client connections close after this (aiohttp's ``run_app`` default)."""
 _SHUTDOWN_SECONDS = 5.0
 """On SIGTERM, answers under way get this long to finish."""
 
@@ -150,25 +148,39 @@ def serve(settings: GatewaySettings, *, reuse_port: bool = False) -> None:
     uvloop.run(_serve(settings, reuse_port=reuse_port))
 
 
-async def _serve(settings: GatewaySettings, *, reuse_port: bool) -> None:
-    # What web.run_app does, but listening with GatewaySite: its connections start on
-    # the fast path (front.py) and are handed to this runner's aiohttp server otherwise.
+async def start(settings: GatewaySettings, *, reuse_port: bool = False) -> web.AppRunner:
+    """Listen on the configured address; the runner's ``cleanup()`` stops it.
+
+    What ``web.run_app`` does, but listening with :class:`GatewaySite`: its connections
+    start on the fast path (front.py) and are handed to this runner's aiohttp server
+    otherwise. Both close a connection idle, or still sending its head, for
+    ``keepalive_timeout``.
+    """
     runner = web.AppRunner(
         init_app(settings),
         access_log=None,
         # A client that goes away cancels its handler, and so its upstream request.
         handler_cancellation=True,
-        keepalive_timeout=_KEEPALIVE_SECONDS,
+        keepalive_timeout=settings.keepalive_timeout,
         shutdown_timeout=_SHUTDOWN_SECONDS,
     )
     await runner.setup()
     try:
         site = GatewaySite(
             runner, settings.gateway_host, settings.gateway_port,
-            reuse_port=reuse_port or None, keepalive_timeout=_KEEPALIVE_SECONDS,
+            reuse_port=reuse_port or None, keepalive_timeout=settings.keepalive_timeout,
             shutdown_timeout=_SHUTDOWN_SECONDS,
         )  # fmt: skip
         await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+async def _serve(settings: GatewaySettings, *, reuse_port: bool) -> None:
+    runner = await start(settings, reuse_port=reuse_port)
+    try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

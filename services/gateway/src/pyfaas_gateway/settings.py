@@ -12,10 +12,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from pyfaas_common.auth import AuthSettings
-from pyfaas_common.settings import PlatformSettings
+from pyfaas_common.settings import HttpServerSettings, PlatformSettings
 
 
-class GatewaySettings(PlatformSettings, AuthSettings):
+class GatewaySettings(PlatformSettings, HttpServerSettings, AuthSettings):
     gateway_host: str = "127.0.0.1"
     """Address to listen on; ``0.0.0.0`` in a container."""
 
