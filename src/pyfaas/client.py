@@ -15,12 +15,13 @@ Every error the API answers (``application/problem+json``, RFC 9457) is raised a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import aiohttp
 
@@ -57,6 +58,8 @@ class ApiError(PyfaasError):
         self.detail = detail
         self.type = type
         self.errors = errors or []
+        self.retry_after: float | None = None
+        """The answer's ``Retry-After`` in seconds, when it had one (a 429, a 503)."""
 
     @property
     def problem(self) -> dict[str, Any]:
@@ -71,6 +74,11 @@ class ApiError(PyfaasError):
 
 class Unreachable(PyfaasError):
     """Nothing answered at the API's (or the gateway's) address."""
+
+
+class AnswerLost(Unreachable):
+    """The request was sent but its answer never came (a timeout, a dropped connection):
+    it may or may not have been carried out."""
 
 
 class FunctionFailed(PyfaasError):
@@ -190,15 +198,26 @@ class Client:
         *,
         body: Any = None,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         url = f"{self.config.api_url}{path}"
         try:
-            async with self.session.request(method, url, json=body, params=params) as r:
+            async with self.session.request(
+                method, url, json=body, params=params, headers=headers
+            ) as r:
                 data = await r.read()
                 if r.status >= 400:
-                    raise problem_from(r.status, r.content_type, data)
+                    error = problem_from(r.status, r.content_type, data)
+                    with contextlib.suppress(KeyError, ValueError):
+                        error.retry_after = float(r.headers["Retry-After"])
+                    raise error
                 return json.loads(data) if data else None
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        except (aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+            raise AnswerLost(
+                f"the pyfaas API at {self.config.api_url} did not answer "
+                f"({exc or type(exc).__name__}); the request may or may not have been carried out"
+            ) from None
+        except aiohttp.ClientConnectionError as exc:
             raise Unreachable(
                 f"cannot reach the pyfaas API at {self.config.api_url} ({exc or type(exc).__name__}); "
                 "is it running (faas dev), and is PYFAAS_API_URL right?"
@@ -217,9 +236,15 @@ class Client:
         idle_timeout: int | None = _UNSET,
         delete_after: int | None = _UNSET,
         user: str | None = None,
+        idempotency_key: str | None = None,
+        retries: int = 3,
     ) -> Function:
         """Deploy ``code``, or the script at the URL ``source`` (pyfaas fetches it). A
-        private function's answer carries its ``invoke_key``, once: keep it."""
+        private function's answer carries its ``invoke_key``, once: keep it.
+
+        The create carries an ``Idempotency-Key`` (``idempotency_key``, or a new one), so a
+        503 or a lost answer is retried — up to ``retries`` times, after ``Retry-After`` —
+        without ever making a second function."""
         if (code is None) == (source is None):
             raise PyfaasError("give the script's code or a source URL (one of them)")
         body: dict[str, Any] = {}
@@ -241,7 +266,22 @@ class Client:
             body["idle_timeout"] = idle_timeout
         if delete_after is not _UNSET:
             body["delete_after"] = delete_after
-        return Function.model_validate(await self._request("POST", "/faas/python", body=body))
+        headers = {"Idempotency-Key": idempotency_key or str(uuid4())}
+        attempt = 0
+        while True:
+            try:
+                data = await self._request("POST", "/faas/python", body=body, headers=headers)
+                return Function.model_validate(data)
+            except ApiError as exc:
+                if exc.status != 503 or attempt >= retries:
+                    raise
+                delay = min(exc.retry_after or 1.0, 5.0)
+            except AnswerLost:
+                if attempt >= retries:
+                    raise
+                delay = 1.0
+            attempt += 1
+            await asyncio.sleep(delay)
 
     async def list_functions(self, user: str | None = None) -> list[Function]:
         who = self._user(user)

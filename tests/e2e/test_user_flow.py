@@ -90,6 +90,48 @@ async def test_create_ready_call_logs_delete(any_platform: Platform) -> None:
             assert not (any_platform.data_dir / "functions" / fid).exists()
 
 
+async def test_a_create_retried_with_its_idempotency_key_makes_one_function(
+    any_platform: Platform,
+) -> None:
+    # What a client does after a 503 or a timeout on a create: send it again, same key.
+    async with aiohttp.ClientSession() as session:
+        client = Client(session, any_platform)
+        creates = f"{any_platform.api}/faas/python"
+        user = f"u{uuid.uuid4().hex[:10]}"
+        body = {"user": user, "name": "once", "code": example("hello_stdlib.py")}
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        async with session.post(creates, json=body, headers=key) as r:
+            assert r.status == 202
+            assert "Idempotent-Replayed" not in r.headers
+            fid = (await r.json())["id"]
+        for _ in range(3):
+            async with session.post(creates, json=body, headers=key) as r:
+                assert r.status == 202
+                assert r.headers["Idempotent-Replayed"] == "true"
+                assert (await r.json())["id"] == fid
+        # The same key from another user is that user's own function.
+        async with session.post(creates, json={**body, "user": user + "x"}, headers=key) as r:
+            assert r.status == 202
+            assert (await r.json())["id"] != fid
+        async with session.get(creates, params={"user": user}) as r:
+            assert [f["id"] for f in (await r.json())["functions"]] == [fid]
+        await client.wait_for(fid, {"ready"}, timeout=60)
+
+        async with session.post(creates, json=body, headers={"Idempotency-Key": "a b"}) as r:
+            assert r.status == 400
+            assert r.content_type == "application/problem+json"
+            assert (await r.json())["errors"][0]["field"] == "Idempotency-Key"
+
+        # Once its function is deleted, a key is used up: it says so rather than
+        # answering 202 for a create that cannot happen.
+        async with session.delete(f"{creates}/{fid}") as r:
+            assert r.status == 202
+        await client.wait_for(fid, {"HTTP 404"}, timeout=30)
+        async with session.post(creates, json=body, headers=key) as r:
+            assert r.status == 409
+            assert fid in (await r.json())["detail"]
+
+
 async def test_stop_leaves_no_function_process(tmp_path: Path, nats_url: str) -> None:
     """Ctrl-C (SIGTERM) on ``faas dev`` stops every process it started, functions too."""
     async for platform in running_platform(tmp_path, nats_url, ""):

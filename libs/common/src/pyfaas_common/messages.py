@@ -175,6 +175,11 @@ class AccessRecord(Message):
 
 class GetQuery(Message):
     id: UUID
+    include_deleted: bool = Field(
+        default=False,
+        description="Answer with a deleted function's tombstone (state deleted) too, "
+        "rather than not found.",
+    )
 
 
 class ListQuery(Message):

@@ -52,8 +52,9 @@ class DeployerClient:
         except Exception as exc:
             log.warning("command not accepted by JetStream", extra={"error": repr(exc)})
             raise unavailable(
-                "the command could not be stored (NATS JetStream did not acknowledge it); "
-                "nothing was changed, retry in a moment",
+                "NATS JetStream did not acknowledge the command, so it may or may not "
+                "have been stored; retry in a moment (a create sent with an "
+                "Idempotency-Key header can be retried without making a second function)",
                 retry_after=2,
             ) from exc
 
@@ -70,8 +71,9 @@ class DeployerClient:
             ) from exc
         return reply_type.model_validate_json(msg.data)
 
-    async def get(self, function_id: UUID) -> FunctionView:
-        reply = await self._ask("get", GetQuery(id=function_id), GetReply)
+    async def get(self, function_id: UUID, *, include_deleted: bool = False) -> FunctionView:
+        query = GetQuery(id=function_id, include_deleted=include_deleted)
+        reply = await self._ask("get", query, GetReply)
         _raise(reply.error)
         if reply.function is None:
             raise not_found(f"no function with id {function_id}")

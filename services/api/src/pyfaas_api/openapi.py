@@ -88,11 +88,29 @@ def openapi_document() -> dict[str, Any]:
                     "refusal is a 422 whose `rule` names the rule (https-only, "
                     "public-addresses-only, redirects, size-cap, timeout, status-200, "
                     "utf-8, valid-url, reachable). A private function's answer carries its "
-                    "`invoke_key`, once.",
+                    "`invoke_key`, once. With an `Idempotency-Key` header a create can be "
+                    "retried (after a 503, a timeout) without making a second function.",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                            "description": "Any unique string (a UUID): every create with the "
+                            "same key and user makes the same one function. A retry that "
+                            "finds it answers 202 with it (without the invoke key) and "
+                            "`Idempotent-Replayed: true`.",
+                        }
+                    ],
                     "requestBody": {"required": True, "content": _json("CreateRequest")},
                     "responses": {
                         "202": accepted,
-                        "400": _problem("The body is not JSON"),
+                        "400": _problem(
+                            "The body is not JSON, or the Idempotency-Key is malformed"
+                        ),
+                        "409": _problem(
+                            "The function this Idempotency-Key made has since been deleted"
+                        ),
                         "403": _problem(
                             "The token is another user's, or the user has as many functions "
                             "as PYFAAS_MAX_FUNCTIONS_PER_USER allows"

@@ -40,6 +40,7 @@ from pyfaas_common.schemas import (
 )
 from pyfaas_common.validation import InvalidScript, env_size, parse_script
 
+from . import idempotency
 from .keys import AUTH, CREATE_RATE, DEPLOYER, SETTINGS
 from .quotas import check_function_count
 
@@ -225,6 +226,15 @@ async def create_function(request: web.Request) -> web.Response:
     body: CreateRequest = _validate(CreateRequest, await _json_body(request), request)
     owner = _acting_for(identity, body.user, "say whose function this is (PYFAAS_AUTH=none)")
     _check_sizes(request, body.code, "code", body.env, body.secrets)
+    function_id, command_id = uuid4(), uuid4()
+    if (key := idempotency.key_of(request)) is not None:
+        function_id, command_id = idempotency.ids_for(owner, key)
+        private = body.visibility == "private"
+        earlier = await idempotency.earlier_create(request, function_id, must_know=private)
+        if earlier is not None:  # a retry: the function the first one made, not counted
+            response = _accepted(earlier)
+            response.headers[idempotency.REPLAYED] = "true"
+            return response
     rate = request.app[CREATE_RATE]
     deployer = request.app[DEPLOYER]
     # Counted before the fetch and the quota check: each of them costs the platform work.
@@ -238,7 +248,8 @@ async def create_function(request: web.Request) -> web.Response:
         invoke_key, key_hash = new_invoke_key() if body.visibility == "private" else (None, None)
         assert code is not None
         command = CreateFunction(
-            function_id=uuid4(),
+            command_id=command_id,
+            function_id=function_id,
             owner=owner,
             name=body.name,
             code=code,
@@ -269,12 +280,10 @@ async def create_function(request: web.Request) -> web.Response:
 @routes.get("/faas/python")
 async def list_functions(request: web.Request) -> web.Response:
     identity = _caller(request)
-    data: Any = await _json_body(request)  # a body that is there must be JSON, ?user= or not
-    if "user" in request.query:
-        data = {"user": request.query["user"]}
-    elif data is None:
-        data = {}
-    body: ListRequest = _validate(ListRequest, data, request)
+    data: Any = await _json_body(request)  # a body that is there must be valid, ?user= or not
+    body: ListRequest = _validate(ListRequest, {} if data is None else data, request)
+    if "user" in request.query:  # the query wins over the body
+        body = _validate(ListRequest, {"user": request.query["user"]}, request)
     user: str | None
     if identity is not None and identity.admin and body.user is None:
         user = None  # an admin's list without a user: everybody's

@@ -175,7 +175,7 @@ class Deployer:
     # --- reads -----------------------------------------------------------------------
     async def handle_get(self, query: GetQuery) -> bytes:
         row = await self.store.get(query.id)
-        if row is not None and row.state != State.DELETED:
+        if row is not None and (row.state != State.DELETED or query.include_deleted):
             return _reply(GetReply(function=self.store.view(row)))
         if row is None:
             pending = await self._pending_create(query.id)
