@@ -408,7 +408,10 @@ def build_app(settings: DeployerSettings | None = None) -> FastStream:
         pull_sub=PullSub(batch_size=16, timeout=1.0),
         # Unlimited at the server: the handler gives up a command that fails by itself after
         # PYFAAS_COMMAND_MAX_DELIVER deliveries, but holds one that waits for the database.
-        config=ConsumerConfig(max_deliver=-1, ack_wait=30),
+        # ack_wait: applying a command is one short transaction (the reconcile runs after
+        # the ack), so 10 s is ample; it is also how long the commands a killed deployer
+        # had taken wait before they are delivered again.
+        config=ConsumerConfig(max_deliver=-1, ack_wait=10),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="commands",
         description="create, update, delete, sleep and wake commands for one function",

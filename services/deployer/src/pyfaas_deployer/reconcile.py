@@ -2,7 +2,8 @@
 
 Commands (``app.py``) only change desired state and then call :meth:`Reconciler.schedule`.
 A reconcile reads the row, asks the runtime to converge, and records what it observed,
-under a per-function lock so that two reconciles of one function never interleave. A
+under a per-function lock so that two reconciles of one function never interleave, in
+this process or (on Postgres) in any other deployer replica. A
 periodic full pass repairs what a crash left behind: functions that should run but do not,
 and runtime objects that belong to no function.
 """
@@ -10,9 +11,10 @@ and runtime objects that belong to no function.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
 from pyfaas_common.db import FunctionRow
@@ -101,8 +103,15 @@ class Reconciler:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # --- one function ----------------------------------------------------------------
-    def _lock(self, function_id: UUID) -> asyncio.Lock:
-        return self._locks.setdefault(function_id, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _lock(self, function_id: UUID) -> AsyncIterator[None]:
+        # In-process first, so that one deployer holds at most one database lock (and one
+        # connection) per function.
+        async with (
+            self._locks.setdefault(function_id, asyncio.Lock()),
+            self.store.function_lock(function_id),
+        ):
+            yield
 
     async def reconcile(self, function_id: UUID) -> None:
         with function_context(function_id):

@@ -8,15 +8,17 @@ are harmless. Deleted functions stay as tombstones so a late create cannot resur
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from pyfaas_common.db import FunctionRow, sessionmaker
+from pyfaas_common.db import FunctionRow, is_postgres, sessionmaker
 from pyfaas_common.logs import SECRETS
 from pyfaas_common.messages import (
     REDACTED,
@@ -56,6 +58,20 @@ class FunctionStore:
         self.engine = engine
         self.settings = settings
         self._session = sessionmaker(engine)
+
+    @contextlib.asynccontextmanager
+    async def function_lock(self, function_id: UUID) -> AsyncIterator[None]:
+        """One reconcile of a function at a time across deployer replicas: a Postgres
+        advisory lock, held by a transaction of its own for as long as the reconcile runs
+        (so a deployer that dies releases it with its connection). SQLite means one
+        deployer; within a process :class:`Reconciler` has its own lock."""
+        if not is_postgres(self.engine):
+            yield
+            return
+        key = int.from_bytes(function_id.bytes[:8], "big", signed=True)
+        async with self.engine.connect() as conn, conn.begin():
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            yield
 
     # --- reads ---------------------------------------------------------------------
     async def get(self, function_id: UUID) -> FunctionRow | None:
