@@ -17,11 +17,13 @@ Anything else — a WebSocket, an upload, ``/metrics``, an unknown or sleeping o
 function, a malformed head — hands the connection, with every byte not yet served, to
 aiohttp's own protocol, which serves it (and all later requests on it) through
 :mod:`proxy` as before. So every behaviour has one implementation except the plain
-exchange, which is written twice: here in bytes, in :func:`proxy._exchange` on aiohttp
-objects. Both answer the same way: same headers (``Date``, ``Server``, the default
-``Content-Type``), the same problem documents, the same metrics and access records, the
-same streaming (each chunk written when it arrives, with back-pressure), the same cut of
-a broken stream, and a client that goes away cancels the exchange.
+exchange, whose reading and writing are written twice: here in bytes, in
+:func:`proxy._exchange` on aiohttp objects; what they share — problems, bookkeeping, the
+relay of a streamed body and its cut — is :mod:`exchange`. Both answer the same way: same
+headers (``Date``, ``Server``, the default ``Content-Type``), the same problem documents,
+the same metrics and access records, the same streaming (each chunk written when it
+arrives, with back-pressure), the same cut of a broken stream, and a client that goes
+away cancels the exchange.
 """
 
 from __future__ import annotations
@@ -43,11 +45,10 @@ from yarl import URL
 
 from pyfaas_common.problems import PROBLEM_CONTENT_TYPE, Problem
 
+from .exchange import Account, open_upstream, relay, too_long
 from .headers import build_head, response_headers_raw
 from .keys import GATEWAY, Gateway
-from .proxy import _upstream_problem
 from .routes import Route
-from .upstream import UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,6 @@ async def _exchange(
     may serve another request."""
     settings = gateway.settings
     metrics = gateway.metrics
-    fid = route.function_id
     target = route.target
     assert target is not None
     loop = asyncio.get_running_loop()
@@ -380,29 +380,19 @@ async def _exchange(
     head = build_head(request.method, request.tail, target.host_header, headers, chunked=False)
     is_head = request.method == b"HEAD"
 
-    status = 502
-    bytes_out = 0
-    streaming = False
     started_response = False
-    gateway.access.begin(fid)
-    metrics.in_flight.inc()
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            if settings.max_duration:
-                await stack.enter_async_context(asyncio.timeout(settings.max_duration))
-            try:
-                exchange = await gateway.pool.exchange(
-                    target, head, method=request.method.decode("latin-1"), body=None,
-                    chunked=False, first_byte_timeout=settings.upstream_first_byte_timeout,
+    with Account(gateway, route) as account:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.max_duration:
+                    await stack.enter_async_context(asyncio.timeout(settings.max_duration))
+                upstream = await stack.enter_async_context(
+                    open_upstream(
+                        gateway, route, head, method=request.method.decode("latin-1"),
+                        body=None, chunked=False,
+                    )
                 )  # fmt: skip
-            except UpstreamError as exc:
-                raise _upstream_problem(gateway, route, exc) from None
-            async with exchange as upstream:
-                try:
-                    await upstream.headers_received
-                except UpstreamError as exc:
-                    raise _upstream_problem(gateway, route, exc) from None
-                status = upstream.status
+                status = account.status = upstream.status
                 metrics.latency.observe(loop.time() - started)
                 answer = response_headers_raw(upstream.headers)
                 whole = upstream.complete_body()
@@ -415,7 +405,7 @@ async def _exchange(
                         status, upstream.reason, answer, close=request.close, content_type=True
                     )
                     parts.append(whole)
-                    bytes_out = len(whole)
+                    account.bytes_out = len(whole)
                     await conn.write(b"".join(parts))
                     return True
 
@@ -429,72 +419,51 @@ async def _exchange(
                 chunked = not empty and length is None
                 if chunked:
                     answer.append((b"Transfer-Encoding", b"chunked"))
-                streaming = length is None and status not in (204, 304)
-                if streaming:
-                    gateway.access.stream_opened(fid)
-                    metrics.open_streams.inc()
+                if length is None and status not in (204, 304):
+                    account.stream_opened()
                 parts = conn.response_head(
                     status, upstream.reason, answer, close=request.close,
                     content_type=not empty and length != b"0",
                 )  # fmt: skip
                 started_response = True
                 await conn.write(b"".join(parts))
-                idle = settings.stream_idle_timeout
-                try:
-                    while chunk := await upstream.read(idle):
-                        bytes_out += len(chunk)
-                        if empty:
-                            continue
-                        if chunked:
-                            await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                        else:
-                            await conn.write(chunk)
-                except UpstreamError as exc:
-                    metrics.upstream_errors.labels(route.label, exc.kind).inc()
-                    log.warning(
-                        "cutting a response the function did not finish",
-                        extra={"function_id": str(fid), "error": str(exc)},
-                    )
-                    status = 502
+
+                async def write(chunk: bytes) -> None:
+                    if empty:
+                        return
+                    if chunked:
+                        await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    else:
+                        await conn.write(chunk)
+
+                if not await relay(account, upstream, write):
                     _cut(conn)
                     return False
                 if chunked:
                     await conn.write(b"0\r\n\r\n")
                 return True
-    except Problem as problem:
-        status = problem.status
-        await conn.write(_problem_bytes(conn, problem, request))
-        return True
-    except TimeoutError:  # max_duration
-        status = 504
-        if started_response:
-            _cut(conn)
-            return False
-        too_long = Problem(
-            504, "Exchange too long",
-            f"the exchange lasted over the gateway's limit of {settings.max_duration:g}s",
-            "max-duration",
-        )  # fmt: skip
-        await conn.write(_problem_bytes(conn, too_long, request))
-        return True
-    except Exception:
-        if started_response:
-            _cut(conn)
-            return False
-        log.exception("unhandled error", extra={"path": _path(request)})
-        status = 500
-        internal = Problem(
-            500, "Internal error", "pyfaas failed to handle this request; it is logged"
-        )
-        await conn.write(_problem_bytes(conn, internal, request))
-        return True
-    finally:
-        if streaming:
-            gateway.access.stream_closed(fid)
-            metrics.open_streams.dec()
-        metrics.in_flight.dec()
-        metrics.count_request(route.label, status)
-        gateway.access.end(fid, bytes_in=0, bytes_out=bytes_out, error=status >= 500)
+        except Problem as problem:
+            account.status = problem.status
+            await conn.write(_problem_bytes(conn, problem, request))
+            return True
+        except TimeoutError:  # max_duration
+            account.status = 504
+            if started_response:
+                _cut(conn)
+                return False
+            await conn.write(_problem_bytes(conn, too_long(settings), request))
+            return True
+        except Exception:
+            if started_response:
+                _cut(conn)
+                return False
+            log.exception("unhandled error", extra={"path": _path(request)})
+            account.status = 500
+            internal = Problem(
+                500, "Internal error", "pyfaas failed to handle this request; it is logged"
+            )
+            await conn.write(_problem_bytes(conn, internal, request))
+            return True
 
 
 def _path(request: _Request) -> str:

@@ -32,10 +32,10 @@ from aiohttp import web
 from pyfaas_common.problems import Problem, not_found, unavailable
 
 from .authorize import authorize
+from .exchange import Account, open_upstream, relay, too_long
 from .headers import response_headers, upstream_target
 from .keys import GATEWAY, Gateway
 from .routes import Route
-from .upstream import ConnectFailed, FirstByteTimeout, UpstreamError
 from .websocket import is_websocket_upgrade, proxy_websocket
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,6 @@ def _too_large(limit: int) -> Problem:
 
 async def _exchange(gateway: Gateway, request: web.Request, route: Route) -> web.StreamResponse:
     settings = gateway.settings
-    metrics = gateway.metrics
     fid = route.function_id
     assert route.target is not None
     loop = asyncio.get_running_loop()
@@ -144,29 +143,18 @@ async def _exchange(gateway: Gateway, request: web.Request, route: Route) -> web
         f"/gateway/{fid}", send_body=body is not None,
     )  # fmt: skip
 
-    status = 502
-    bytes_out = 0
-    streaming = False
     response: web.StreamResponse | None = None
-    gateway.access.begin(fid)
-    metrics.in_flight.inc()
-    try:
-        async with asyncio.timeout(settings.max_duration or None):
-            try:
-                exchange = await gateway.pool.exchange(
-                    route.target, head, method=request.method,
+    with Account(gateway, route) as account:
+        try:
+            async with (
+                asyncio.timeout(settings.max_duration or None),
+                open_upstream(
+                    gateway, route, head, method=request.method,
                     body=body.chunks if body is not None else None, chunked=chunked,
-                    first_byte_timeout=settings.upstream_first_byte_timeout,
-                )  # fmt: skip
-            except UpstreamError as exc:
-                raise _upstream_problem(gateway, route, exc) from None
-            async with exchange as upstream:
-                try:
-                    await upstream.headers_received
-                except UpstreamError as exc:
-                    raise _upstream_problem(gateway, route, exc) from None
-                status = upstream.status
-                metrics.latency.observe(loop.time() - started)
+                ) as upstream,
+            ):  # fmt: skip
+                account.status = upstream.status
+                gateway.metrics.latency.observe(loop.time() - started)
                 headers = response_headers(upstream.headers)
                 cold_start = request.get(COLD_START)
                 if cold_start is not None:
@@ -176,66 +164,34 @@ async def _exchange(gateway: Gateway, request: web.Request, route: Route) -> web
                 if whole is not None and request.method != "HEAD":
                     # The common small answer, already here in full: one write, no chunking.
                     headers.popall("Content-Length", None)
-                    bytes_out = len(whole)
-                    return web.Response(status=status, reason=reason, body=whole, headers=headers)
-
-                response = web.StreamResponse(status=status, reason=reason, headers=headers)
-                streaming = "Content-Length" not in headers and status not in (204, 304)
-                if streaming:
-                    gateway.access.stream_opened(fid)
-                    metrics.open_streams.inc()
-                await response.prepare(request)
-                idle = settings.stream_idle_timeout
-                try:
-                    while chunk := await upstream.read(idle):
-                        bytes_out += len(chunk)
-                        await response.write(chunk)
-                except UpstreamError as exc:
-                    metrics.upstream_errors.labels(route.label, exc.kind).inc()
-                    log.warning(
-                        "cutting a response the function did not finish",
-                        extra={"function_id": str(fid), "error": str(exc)},
+                    account.bytes_out = len(whole)
+                    return web.Response(
+                        status=upstream.status, reason=reason, body=whole, headers=headers
                     )
-                    status = 502
+
+                response = web.StreamResponse(
+                    status=upstream.status, reason=reason, headers=headers
+                )
+                if "Content-Length" not in headers and upstream.status not in (204, 304):
+                    account.stream_opened()
+                await response.prepare(request)
+                if not await relay(account, upstream, response.write):
                     _cut(request)
                     return response
                 await response.write_eof()
                 return response
-    except Problem as problem:
-        status = problem.status
-        raise
-    except TimeoutError:  # max_duration
-        status = 504
-        if response is not None and response.prepared:
-            _cut(request)
-            return response
-        raise Problem(
-            504, "Exchange too long",
-            f"the exchange lasted over the gateway's limit of {settings.max_duration:g}s",
-            "max-duration",
-        ) from None  # fmt: skip
-    finally:
-        if streaming:
-            gateway.access.stream_closed(fid)
-            metrics.open_streams.dec()
-        metrics.in_flight.dec()
-        metrics.count_request(route.label, status)
-        gateway.access.end(
-            fid,
-            bytes_in=body.count if body is not None else 0,
-            bytes_out=bytes_out,
-            error=status >= 500,
-        )
-
-
-def _upstream_problem(gateway: Gateway, route: Route, exc: UpstreamError) -> Problem:
-    gateway.metrics.upstream_errors.labels(route.label, exc.kind).inc()
-    if isinstance(exc, ConnectFailed):
-        gateway.routes.forget(route.function_id)  # it may have moved: read it afresh
-        return Problem(502, "Function unreachable", str(exc), "upstream-unreachable")
-    if isinstance(exc, FirstByteTimeout):
-        return Problem(504, "Function timed out", str(exc), "upstream-timeout")
-    return Problem(502, "Bad gateway", f"the function's answer broke off: {exc}", "upstream-error")
+        except Problem as problem:
+            account.status = problem.status
+            raise
+        except TimeoutError:  # max_duration
+            account.status = 504
+            if response is not None and response.prepared:
+                _cut(request)
+                return response
+            raise too_long(settings) from None
+        finally:
+            if body is not None:
+                account.bytes_in = body.count
 
 
 def _cut(request: web.Request) -> None:
