@@ -359,12 +359,12 @@ def deploy(
         )  # fmt: skip
         err.print(f"deploying {fn.name} ({fn.id})", markup=False)
         _show_invoke_key(fn)
-        if fn.invoke_key and as_json:
-            print(json.dumps({"id": fn.id, "invoke_key": fn.invoke_key}))
         if not wait:
             return fn
         with _Progress(fn.name) as progress:
-            return await client.wait(fn.id, timeout=timeout, on_change=progress)
+            ready = await client.wait(fn.id, timeout=timeout, on_change=progress)
+        # Only the create's answer has a private function's key: --json shows it, once.
+        return ready.model_copy(update={"invoke_key": fn.invoke_key})
 
     fn = _run(ctx, work, as_json)
     print(_dump(fn) if as_json else fn.url)
@@ -580,10 +580,10 @@ def call(
             body = data.encode()
     headers: dict[str, str] = {}
     for h in header or []:
-        key, sep, value = h.partition(":")
-        if not sep or not key.strip():
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
             _fail(Exit.USAGE, f"--header {h!r}: write 'Name: value'")
-        headers[key.strip()] = value.strip()
+        headers[name.strip()] = value.strip()
     verb = (method or ("POST" if body is not None else "GET")).upper()
 
     async def work(client: Client) -> Any:
@@ -599,8 +599,8 @@ def call(
     else:
         if include:
             print(f"HTTP {result.status}")
-            for key, value in result.headers.items():
-                print(f"{key}: {value}")
+            for name, value in result.headers.items():
+                print(f"{name}: {value}")
             print()
         sys.stdout.flush()
         sys.stdout.buffer.write(result.body)

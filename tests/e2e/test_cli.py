@@ -226,6 +226,45 @@ async def _follow(env: dict[str, str], fid: str) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
+ECHO_HEADERS = script(
+    "import json, os\n"
+    "from http.server import BaseHTTPRequestHandler, HTTPServer\n"
+    "class H(BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        seen = {k: self.headers.get(k) for k in ('X-Test', 'X-Pyfaas-Invoke-Key')}\n"
+    "        body = json.dumps(seen).encode()\n"
+    "        self.send_response(200)\n"
+    "        self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "HTTPServer((os.environ['HOST'], int(os.environ['PORT'])), H).serve_forever()\n"
+)
+
+
+async def test_a_private_function_deployed_then_called_with_headers_and_its_key(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "private.py"
+    path.write_text(ECHO_HEADERS)
+    deployed = await faas(env, "deploy", str(path), "--name", "echo-private", "--private", "--json")
+    assert deployed.code == Exit.OK, deployed.err
+    fn = deployed.json()  # one document: the ready function, with its key this once
+    assert fn["state"] == "ready" and fn["invoke_key"].startswith("pfk_")
+    try:
+        called = await faas(
+            env, "call", fn["id"], "-H", "X-Test: yes", "--key", fn["invoke_key"], "--json"
+        )
+        assert called.code == Exit.OK, called.err
+        assert called.json()["status"] == 200
+        # The header reached the function; the key did not (the gateway keeps it).
+        assert json.loads(called.json()["body"]) == {"X-Test": "yes", "X-Pyfaas-Invoke-Key": None}
+
+        refused = await faas(env, "call", fn["id"], "-H", "X-Test: yes", "--json")
+        assert refused.code == Exit.API_ERROR and refused.json()["error"]["status"] == 401
+    finally:
+        await faas(env, "rm", fn["id"], "--no-wait")
+
+
 async def test_error_paths_and_their_exit_codes(
     env: dict[str, str], tmp_path: Path, platform: Platform
 ) -> None:
