@@ -15,9 +15,15 @@ help:
 	@echo "make lint   - ruff, mypy and the import contracts only"
 	@echo "make bench  - print the benchmarks' figures"
 
+# In a venv of its own; where python3-venv is missing (a bare Debian), with pip --target,
+# which puts the uv binary in the same place.
 $(CURDIR)/.tools/bin/uv:
-	$(PYTHON) -m venv $(CURDIR)/.tools
-	$(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
+	if $(PYTHON) -m venv $(CURDIR)/.tools 2>/dev/null; then \
+	  $(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check uv; \
+	else \
+	  rm -rf $(CURDIR)/.tools && \
+	  $(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.tools uv; \
+	fi
 
 .venv/.synced: uv.lock pyproject.toml $(wildcard */*/pyproject.toml) | $(UV)
 	$(UV) sync --frozen --all-packages

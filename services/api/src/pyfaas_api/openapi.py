@@ -264,6 +264,17 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "Alive"}},
                 }
             },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "The API can accept commands (it is connected to NATS)",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "Ready"},
+                        "503": _problem("Not connected to NATS; retry after Retry-After"),
+                    },
+                }
+            },
         },
         "components": {
             "schemas": defs["$defs"],
