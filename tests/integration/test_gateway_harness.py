@@ -143,6 +143,12 @@ def upstream_app(state: Upstream) -> web.Application:
             },
         )
 
+    async def status(request: web.Request) -> web.StreamResponse:
+        """Answers with the status its path names (``/status/503``): a function's own error."""
+        await note(request)
+        await request.read()
+        return web.Response(status=int(request.match_info["code"]), text="as asked")
+
     async def ws(request: web.Request) -> web.StreamResponse:
         await note(request)
         socket = web.WebSocketResponse(protocols=("pyfaas.v1",))
@@ -166,6 +172,7 @@ def upstream_app(state: Upstream) -> web.Application:
     app.router.add_get("/stall", stall)
     app.router.add_get("/hop", hop)
     app.router.add_get("/ws", ws)
+    app.router.add_route("*", r"/status/{code:\d{3}}", status)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 

@@ -86,6 +86,64 @@ async def test_access_records_are_aggregated_per_function_per_interval(
     assert [r.calls for r in got[quiet]] == [1]
 
 
+async def test_access_records_count_each_5xx_as_an_error_on_both_paths(
+    start_gateway: StartGateway, upstream: Upstream
+) -> None:
+    gw = await start_gateway(access_interval=0.3)
+    queue = await records(gw)
+    via_front = await gw.add_function(upstream.url)
+    via_aiohttp = await gw.add_function(upstream.url)
+    gone = await gw.add_function(f"http://127.0.0.1:{free_port()}")
+    # (function, method, path, status the client gets); a fresh connection for each, so
+    # a plain GET to a function already in memory is served by the fast path (front.py),
+    # and a body (or a route not in memory yet) by aiohttp's (proxy.py).
+    plan = [
+        (via_front, "GET", "", 200),  # the cache miss: aiohttp's path, then in memory
+        (via_front, "GET", "status/500", 500),
+        (via_front, "GET", "status/503", 503),
+        (via_front, "GET", "status/404", 404),  # the caller's fault: not an error
+        (via_front, "GET", "status/503", 503),
+        (via_front, "GET", "", 200),
+        (via_aiohttp, "POST", "status/502", 502),
+        (via_aiohttp, "POST", "", 200),
+        (via_aiohttp, "POST", "status/504", 504),
+        (via_aiohttp, "POST", "status/400", 400),
+        (gone, "GET", "", 502),  # unreachable: the gateway's own 502
+        (gone, "POST", "", 502),
+    ]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        for fid, method, path, status in plan:
+            data = b"body" if method == "POST" else None
+            async with s.request(method, gw.function_url(fid, path), data=data) as r:
+                await r.read()
+                assert r.status == status, (method, path)
+
+    names = {via_front: "fast path", via_aiohttp: "aiohttp path", gone: "unreachable"}
+    # (calls, errors) per function: every request a call, every 5xx an error.
+    expected = {"fast path": (6, 3), "aiohttp path": (4, 2), "unreachable": (2, 2)}
+    assert expected == {
+        name: (
+            sum(1 for f, *_ in plan if f == fid),
+            sum(1 for f, _, _, status in plan if f == fid and status >= 500),
+        )
+        for fid, name in names.items()
+    }
+    got: dict[uuid.UUID, list[AccessRecord]] = {fid: [] for fid in names}
+
+    def counted(fid: uuid.UUID) -> bool:
+        # Every call counted, and none still in flight (its error would come later).
+        seen = got[fid]
+        return sum(r.calls for r in seen) >= expected[names[fid]][0] and seen[-1].in_flight == 0
+
+    while not all(counted(fid) for fid in got):
+        record = await asyncio.wait_for(queue.get(), 5)
+        got[record.function_id].append(record)
+    assert {
+        names[fid]: (sum(r.calls for r in seen), sum(r.errors for r in seen))
+        for fid, seen in got.items()
+    } == expected
+
+
 async def test_an_open_stream_keeps_its_function_active(
     start_gateway: StartGateway, upstream: Upstream
 ) -> None:

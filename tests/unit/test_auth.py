@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -88,3 +89,25 @@ def test_rs256_with_a_public_key_and_a_jwks(tmp_path: Path) -> None:
         {"sub": "bob", "exp": time.time() + 60}, key, algorithm="RS256", headers={"kid": "k9"}
     )
     assert "not one this platform trusts" in refused(by_jwks, f"Bearer {unknown}")
+
+
+def test_open_auth_is_announced_at_start_and_says_how_to_close_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PYFAAS_AUTH", "none")
+    with caplog.at_level(logging.WARNING, logger="pyfaas_common.auth"):
+        Authenticator(AuthSettings()).warn_if_open("gateway")
+    logged = [r for r in caplog.records if r.name == "pyfaas_common.auth"]
+    assert len(logged) == 1, "nothing said at start that anyone may act as any user"
+    record = logged[0]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "PYFAAS_AUTH=none" in message and "gateway" in message
+    assert "PYFAAS_AUTH=jwt" in message  # what to set to turn tokens on
+
+    caplog.clear()
+    monkeypatch.setenv("PYFAAS_AUTH", "jwt")
+    monkeypatch.setenv("PYFAAS_JWT_SECRET", SECRET)
+    with caplog.at_level(logging.DEBUG, logger="pyfaas_common.auth"):
+        Authenticator(AuthSettings()).warn_if_open("API")
+    assert [r for r in caplog.records if r.name == "pyfaas_common.auth"] == []
