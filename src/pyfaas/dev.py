@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
+from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
 from pyfaas_common.settings import PlatformSettings
@@ -38,7 +39,24 @@ class DevSettings(PlatformSettings):
     model_config = SettingsConfigDict(env_prefix="PYFAAS_", extra="ignore")
 
     api_port: int = 8000
+    gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+
+    @model_validator(mode="after")
+    def _public_url_follows_the_gateway(self) -> DevSettings:
+        # Unset, PYFAAS_PUBLIC_URL is where this gateway listens: function URLs built from
+        # the common default (port 8080) would point elsewhere on another gateway port.
+        if "public_url" not in self.model_fields_set:
+            self.public_url = f"http://{_url_host(self.gateway_host)}:{self.gateway_port}"
+        return self
+
+
+def _url_host(host: str) -> str:
+    """``host`` as a URL's host part: a wildcard address becomes loopback (the gateway
+    answers there too), an IPv6 address gets its brackets."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 @dataclass
