@@ -146,3 +146,27 @@ async def test_a_ready_function_whose_objects_were_deleted_is_applied_again(
         seen.endpoint,
         before.generation,
     )
+
+
+async def test_a_serving_function_missing_some_of_its_objects_is_applied_again(
+    reconciler: Reconciler, runtime: KubernetesRuntime, cluster: Cluster, kmock: ApiServer
+) -> None:
+    fid = await _ready_function(reconciler, "partly")
+    whole = await _ready_function(reconciler, "whole")
+    name = object_name(fid)
+    # The Deployment still serves, so the function looks ready; but the gateway's way to
+    # it (the Service) and the script its next pod mounts (the ConfigMap) are gone.
+    for resource in (SERVICES, CONFIGMAPS):
+        kmock.objects[resource, NAMESPACE, name].delete()
+    assert (await runtime.observe(fid)).state == "ready"
+    assert await runtime.incomplete() == {fid}
+
+    await reconciler.full_pass()
+    await reconciler.wait_idle()
+
+    assert _holders(cluster, fid) == set(OBJECTS)
+    assert cluster.live(CONFIGMAPS)[name]["data"] == {"main.py": CODE}
+    assert await runtime.incomplete() == set()
+    assert _holders(cluster, whole) == set(OBJECTS)
+    row = await reconciler.store.get(fid)
+    assert row is not None and row.state == State.READY

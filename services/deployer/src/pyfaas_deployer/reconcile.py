@@ -51,6 +51,8 @@ class Reconciler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: dict[UUID, int] = {}
         self._ready_since: dict[UUID, float] = {}
+        self._repair: set[UUID] = set()
+        """Functions the runtime holds only part of: applied again even if they serve."""
         self._slots = asyncio.Semaphore(concurrency)
         self._closing = False
 
@@ -116,6 +118,8 @@ class Reconciler:
     async def reconcile(self, function_id: UUID) -> None:
         with function_context(function_id):
             async with self._lock(function_id):
+                repair = function_id in self._repair
+                self._repair.discard(function_id)
                 row = await self.store.get(function_id)
                 if row is None:
                     if function_id in await self.runtime.managed():
@@ -127,7 +131,7 @@ class Reconciler:
                 elif row.desired == Desired.SLEEPING:
                     await self._sleep(row)
                 else:
-                    await self._run_function(row)
+                    await self._run_function(row, repair=repair)
             if row.desired == Desired.DELETED and row.state == State.DELETED:
                 self._forget(function_id)
 
@@ -163,13 +167,15 @@ class Reconciler:
         await self._record(row, row.generation, State.SLEEPING, Observation(
             state="sleeping", reason=row.reason))  # fmt: skip
 
-    async def _run_function(self, row: FunctionRow) -> None:
+    async def _run_function(self, row: FunctionRow, *, repair: bool = False) -> None:
         if not row.code_digest:
             return  # its create was given up (store.give_up): nothing to run until an update
-        if row.state == State.READY and row.observed_generation == row.generation:
+        if row.state == State.READY and row.observed_generation == row.generation and not repair:
             seen = await self.runtime.observe(row.id)
             if seen.state == "ready" and seen.endpoint == row.endpoint:
                 return
+        if repair:
+            log.warning("part of the function's runtime objects is gone; applying it again")
         # An update of a function that serves is a rollout: the function stays ready on
         # its old endpoint (generation > observed_generation says a new one is on its way)
         # so the gateway goes on routing to it until the new one serves.
@@ -239,6 +245,8 @@ class Reconciler:
     # --- everything ------------------------------------------------------------------
     async def full_pass(self) -> None:
         managed = await self.runtime.managed()
+        # Only those that should run: a sleeping one is applied in full when it wakes.
+        self._repair |= await self.runtime.incomplete()
         for function_id in await self.store.needing_reconcile():
             self.schedule(function_id)
         known = await self.store.known_ids()

@@ -197,16 +197,26 @@ class KubernetesRuntime:
         return await self._look(function_id)
 
     async def managed(self) -> set[UUID]:
-        ids: set[UUID] = set()
+        return set().union(*(await self._ids_by_kind()).values())
+
+    async def incomplete(self) -> set[UUID]:
+        kinds = list((await self._ids_by_kind()).values())
+        every: set[UUID] = set().union(*kinds)
+        return every - every.intersection(*kinds)
+
+    async def _ids_by_kind(self) -> dict[str, set[UUID]]:
+        """For each kind pyfaas applies, the functions that have one (one list call a kind)."""
         wanted = f"{manifests.MANAGED_BY}={manifests.MANAGER}"
+        by_kind: dict[str, set[UUID]] = {}
         for _, kind in KINDS:
+            ids = by_kind[kind] = set()
             for item in await self._list(kind, wanted):
                 value = (item["metadata"].get("labels") or {}).get(manifests.FUNCTION_ID, "")
                 try:
                     ids.add(UUID(value))
                 except ValueError:
                     continue  # labelled by hand, not ours to clean up
-        return ids
+        return by_kind
 
     async def logs(self, function_id: UUID, tail: int) -> list[str]:
         pods = await self._pods(function_id)
