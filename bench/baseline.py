@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.platform import Platform  # noqa: E402
-from tests.services import NATS_URL, NatsServer, free_port, reachable  # noqa: E402
+from tests.services import free_port, nats_service  # noqa: E402
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -70,18 +70,13 @@ async def bare_start(workdir: Path, code: str) -> float:
 async def dev_platform(tmpdir: Path, prefix: str) -> AsyncIterator[Platform]:
     """``faas dev`` on the embedded SQLite, on the NATS at $PYFAAS_TEST_NATS_URL or on one
     started here."""
-    server = None
-    nats_url = NATS_URL
-    if not reachable(nats_url, 4222):
-        server = NatsServer(tmpdir / "nats")
-        server.start()
-        nats_url = server.url
-    platform = Platform(tmpdir / "data", nats_url, prefix)
-    platform.data_dir.mkdir()
-    await platform.start()
-    try:
-        yield platform
-    finally:
-        await platform.stop()
-        if server:
-            server.stop()
+    with nats_service(tmpdir / "nats", print) as nats_url:
+        # A benchmark is one user's burst: the per-user quotas would cut it short.
+        quotas_off = {"PYFAAS_MAX_CREATES_PER_MINUTE": "0", "PYFAAS_MAX_FUNCTIONS_PER_USER": "0"}
+        platform = Platform(tmpdir / "data", nats_url, prefix, extra_env=quotas_off)
+        platform.data_dir.mkdir()
+        await platform.start()
+        try:
+            yield platform
+        finally:
+            await platform.stop()
