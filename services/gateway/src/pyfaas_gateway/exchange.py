@@ -58,13 +58,15 @@ async def open_upstream(
     method: str,
     body: BodySource | None,
     chunked: bool,
+    resend: bool = True,
 ) -> AsyncIterator[UpstreamResponse]:
     """The function's answer once its status and headers are in. A failure before then
-    is raised as the :class:`Problem` the client gets (502, 504)."""
+    is raised as the :class:`Problem` the client gets (502, 504). ``resend``: see
+    :meth:`UpstreamPool.exchange`."""
     assert route.target is not None
     try:
         exchange = await gateway.pool.exchange(
-            route.target, head, method=method, body=body, chunked=chunked,
+            route.target, head, method=method, body=body, chunked=chunked, resend=resend,
             first_byte_timeout=gateway.settings.upstream_first_byte_timeout,
         )  # fmt: skip
     except UpstreamError as exc:

@@ -9,8 +9,9 @@ asyncio protocol, and a request is served here only when it is the plain case:
 - ``HTTP/1.1``, a target under ``/gateway/{id}`` with nothing a router would normalise
   (no ``%``, ``//``, ``/.`` in the path), a ``Host`` header, headers that are plain
   tokens and visible characters;
-- no body (no ``Content-Length`` other than 0, no ``Transfer-Encoding``), no ``Expect``,
-  no ``Upgrade``;
+- no body, or a small one (a ``Content-Length`` of at most 64 KiB, within
+  ``PYFAAS_MAX_BODY_BYTES``) that arrives promptly (a JSON-RPC call of an MCP client, a
+  form); no ``Transfer-Encoding``, no ``Expect``, no ``Upgrade``;
 - the route is in memory, ready and public.
 
 Anything else — a WebSocket, an upload, ``/metrics``, an unknown or sleeping or private
@@ -57,6 +58,11 @@ _MAX_HEAD = 8190
 """A longer head (or one not complete yet at this size) goes to aiohttp, which knows the
 limits and the answers."""
 _MAX_PIPELINED = 1 << 16
+_MAX_BODY = 1 << 16
+"""A larger request body streams through aiohttp's path."""
+_BODY_WAIT = 1.0
+"""Seconds the fast path waits for the rest of a small body before handing the request
+to aiohttp (whose ``PYFAAS_STREAM_IDLE_TIMEOUT`` then answers a stalled one with 408)."""
 """Bytes a client may send ahead while its request is served before reading pauses."""
 _HEAD_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*[\x20-\x7e\t]*\r\n)*")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (/gateway/[\x21-\x7e]*) HTTP/1\.1")
@@ -74,7 +80,8 @@ class _Request:
     """What the fast path keeps of a request head."""
 
     __slots__ = (
-        "close", "headers", "host", "method", "raw_target", "strip_authorization", "tail",
+        "body", "body_length", "close", "headers", "host", "method", "raw_target",
+        "strip_authorization", "tail",
     )  # fmt: skip
 
     def __init__(
@@ -85,6 +92,7 @@ class _Request:
         host: bytes,
         close: bool,
         strip_authorization: bool,
+        body_length: int,
     ) -> None:
         self.method = method
         self.raw_target = raw_target
@@ -94,6 +102,9 @@ class _Request:
         self.strip_authorization = strip_authorization
         self.tail = b"/"
         """What the function sees as its path: everything after ``/gateway/{id}``."""
+        self.body_length = body_length
+        """The request's ``Content-Length``; -1 when it had none."""
+        self.body = b""
 
 
 class Front:
@@ -153,6 +164,8 @@ class _FrontConnection(asyncio.Protocol):
         self.eof = False
         self.closing = False
         self.idle_since = 0.0
+        self.body_wait: asyncio.TimerHandle | None = None
+        """Set while a small body is on its way (see ``_BODY_WAIT``)."""
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -180,6 +193,8 @@ class _FrontConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.front.connections.discard(self)
         self.closing = True
+        if self.body_wait is not None:
+            self.body_wait.cancel()
         if self.task is not None:
             self.task.cancel()  # the client went away: so does its exchange
         self._wake_writer()
@@ -225,7 +240,20 @@ class _FrontConnection(asyncio.Protocol):
         if route is None:
             self._hand_off()
             return
-        self.buffer = buffer[end + 4 :]
+        start = end + 4
+        if request.body_length > 0:
+            stop = start + request.body_length
+            if len(buffer) < stop:  # the rest of the body is on its way: wait for it, briefly
+                if self.body_wait is None:
+                    loop = asyncio.get_running_loop()
+                    self.body_wait = loop.call_later(_BODY_WAIT, self._hand_off)
+                return
+            request.body = buffer[start:stop]
+            start = stop
+        if self.body_wait is not None:
+            self.body_wait.cancel()
+            self.body_wait = None
+        self.buffer = buffer[start:]
         gateway.routes.hits += 1
         self.task = asyncio.get_running_loop().create_task(self._serve(gateway, request, route))
 
@@ -242,6 +270,7 @@ class _FrontConnection(asyncio.Protocol):
         host = b""
         close = False
         strip_authorization = False
+        length = -1
         for line in buffer[line_end + 2 : end].split(b"\r\n") if end > line_end else ():
             name, _, value = line.partition(b":")
             value = value.strip(b" \t")
@@ -251,8 +280,14 @@ class _FrontConnection(asyncio.Protocol):
                     return None
                 host = value
             elif lname == b"content-length":
-                if value != b"0":
-                    return None
+                if length >= 0 or not value.isdigit() or len(value) > 6:
+                    return None  # twice, or not a plain number: aiohttp's parser judges
+                length = int(value)
+                if length > _MAX_BODY or (
+                    gateway is not None and length > gateway.settings.max_body_bytes
+                ):
+                    return None  # streamed, or refused with 413, by aiohttp's path
+                continue  # the exchange sets it itself, so nothing can take it off
             elif lname in _BODY_OR_UPGRADE:
                 return None
             elif lname == b"connection":
@@ -268,7 +303,7 @@ class _FrontConnection(asyncio.Protocol):
             headers.append((name, value))
         if not host:
             return None
-        return _Request(method, target, headers, host, close, strip_authorization)
+        return _Request(method, target, headers, host, close, strip_authorization, length)
 
     def _route(self, request: _Request, gateway: Gateway) -> Route | None:
         target = request.raw_target
@@ -288,6 +323,9 @@ class _FrontConnection(asyncio.Protocol):
     def _hand_off(self) -> None:
         """From here on aiohttp serves this connection, starting with the bytes not yet
         served (the current request's head included)."""
+        if self.body_wait is not None:
+            self.body_wait.cancel()
+            self.body_wait = None
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -377,19 +415,23 @@ async def _exchange(
         request.headers, strip_authorization=request.strip_authorization, peer=conn.peer,
         scheme=b"http", host=request.host, prefix=b"/gateway/" + prefix,
     )  # fmt: skip
+    if request.body_length >= 0:
+        headers.append((b"Content-Length", b"%d" % request.body_length))
     head = build_head(request.method, request.tail, target.host_header, headers, chunked=False)
     is_head = request.method == b"HEAD"
 
     started_response = False
     with Account(gateway, route) as account:
+        account.bytes_in = len(request.body)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if settings.max_duration:
                     await stack.enter_async_context(asyncio.timeout(settings.max_duration))
                 upstream = await stack.enter_async_context(
                     open_upstream(
-                        gateway, route, head, method=request.method.decode("latin-1"),
-                        body=None, chunked=False,
+                        gateway, route, head + request.body,
+                        method=request.method.decode("latin-1"), body=None, chunked=False,
+                        resend=not request.body,
                     )
                 )  # fmt: skip
                 status = account.status = upstream.status

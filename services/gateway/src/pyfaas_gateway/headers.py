@@ -36,10 +36,22 @@ STRIP_AUTHORIZATION = web.RequestKey("strip_authorization", bool)
 _TAIL = re.compile(r"/gateway/[^/?]*(.*)", re.DOTALL)
 
 
+_FRAMING = frozenset({b"content-length", b"host"})
+"""Never hop-by-hop, whatever ``Connection`` says (RFC 9110 §7.6.1): were a request's
+``Content-Length`` dropped on the way, its body would reach the function as the start of
+another request — one smuggled past the gateway."""
+
+
 def connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
     """Header names listed in ``Connection``: hop-by-hop for this one message."""
-    return frozenset(
-        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
+    return (
+        frozenset(
+            token.strip().lower()
+            for value in values
+            for token in value.split(b",")
+            if token.strip()
+        )
+        - _FRAMING
     )
 
 

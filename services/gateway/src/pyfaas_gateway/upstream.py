@@ -425,9 +425,13 @@ class UpstreamPool:
         body: BodySource | None,
         chunked: bool,
         first_byte_timeout: float,
+        resend: bool = True,
     ) -> Exchange:
         """Send ``head`` (and the body, from a task) and return once the connection is
-        set; await ``response.headers_received`` for the answer."""
+        set; await ``response.headers_received`` for the answer. A ``head`` that carries
+        its small body whole says ``resend=False``: it is not sent again on a fresh
+        connection when a kept-alive one turns out closed (the function may have acted on
+        it)."""
         loop = asyncio.get_running_loop()
         for attempt in (0, 1):
             conn = self._take_idle(endpoint)
@@ -441,7 +445,7 @@ class UpstreamPool:
             conn.transport.write(head)
             if body is None:
                 response.start_first_byte_timer(first_byte_timeout)
-                if reused and attempt == 0:
+                if reused and attempt == 0 and resend:
                     # A kept-alive connection the function closed just now fails before a
                     # single byte comes back; a request without a body is safe to resend.
                     try:
