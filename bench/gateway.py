@@ -105,10 +105,22 @@ def wait_listening(
         time.sleep(0.05)
 
 
-def wrk(url: str, seconds: float, connections: int) -> tuple[float, float, float]:
-    """Requests/s, p50 and p99 latency (ms) from one wrk run."""
+POST_LUA = """
+wrk.method = "POST"
+wrk.body = '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+"""An MCP client's call: a small JSON-RPC POST (97 bytes)."""
+
+
+def wrk(
+    url: str, seconds: float, connections: int, script: Path | None = None
+) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 latency (ms) from one wrk run (``script``: a wrk Lua file)."""
+    extra = ["-s", str(script)] if script is not None else []
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         *extra, url],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -258,30 +270,35 @@ def main() -> int:
                     "nginx is not installed (apt-get install nginx-light): compared with direct only"
                 )
 
-            for url in targets.values():  # warm-up: connections, caches, JITless paths
-                wrk(url, 1, args.connections)
-            results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in targets}
-            for _ in range(args.rounds):
-                for name, url in targets.items():
-                    results[name].append(wrk(url, args.seconds, args.connections))
+            post_lua = work / "post.lua"
+            post_lua.write_text(POST_LUA)
+            for what, script in (("GET", None), ("POST, 97-byte JSON body", post_lua)):
+                for url in targets.values():  # warm-up: connections, caches
+                    wrk(url, 1, args.connections, script)
+                results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in targets}
+                for _ in range(args.rounds):
+                    for name, url in targets.items():
+                        results[name].append(wrk(url, args.seconds, args.connections, script))
 
-            print(
-                f"\nthroughput: wrk -t1 -c{args.connections}, {args.rounds} interleaved rounds "
-                f"of {args.seconds:g}s, best round shown; {os.cpu_count()} cores\n"
-            )
-            print(f"{'target':<10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}   all rounds req/s")
-            best = {}
-            for name, runs in results.items():
-                rps, p50, p99 = max(runs)
-                best[name] = rps
-                rounds = ", ".join(f"{r[0]:.0f}" for r in runs)
-                print(f"{name:<10}{rps:>12.0f}{p50:>10.2f}{p99:>10.2f}   {rounds}")
-            print()
-            if "nginx" in best:
                 print(
-                    f"gateway / nginx   = {best['gateway'] / best['nginx']:.2f}x  (target >= 0.25x)"
+                    f"\nthroughput, {what}: wrk -t1 -c{args.connections}, {args.rounds} "
+                    f"interleaved rounds of {args.seconds:g}s, best round shown; "
+                    f"{os.cpu_count()} cores\n"
                 )
-            print(f"gateway / direct  = {best['gateway'] / best['direct']:.2f}x")
+                print(f"{'target':<10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}   all rounds req/s")
+                best = {}
+                for name, runs in results.items():
+                    rps, p50, p99 = max(runs)
+                    best[name] = rps
+                    rounds = ", ".join(f"{r[0]:.0f}" for r in runs)
+                    print(f"{name:<10}{rps:>12.0f}{p50:>10.2f}{p99:>10.2f}   {rounds}")
+                print()
+                if "nginx" in best:
+                    print(
+                        f"gateway / nginx   = {best['gateway'] / best['nginx']:.2f}x"
+                        "  (target >= 0.25x)"
+                    )
+                print(f"gateway / direct  = {best['gateway'] / best['direct']:.2f}x")
 
             print(
                 f"\nlatency at a fixed {args.rate:g} requests/s for {args.rate_seconds:g}s (open loop)\n"
