@@ -92,6 +92,12 @@ async def replicas(postgres_url: str) -> AsyncIterator[tuple[Reconciler, Reconci
             await engine.dispose()
 
 
+async def _both(a: Reconciler, b: Reconciler, fid: UUID) -> None:
+    a.schedule(fid)
+    b.schedule(fid)
+    await asyncio.gather(a.wait_idle(), b.wait_idle())
+
+
 async def test_two_replicas_never_drive_one_function_at_once(
     replicas: tuple[Reconciler, Reconciler],
 ) -> None:
@@ -102,15 +108,16 @@ async def test_two_replicas_never_drive_one_function_at_once(
         function_id=fid, owner="alice", name="twice", code=example("hello_stdlib.py")
     )
     await a.store.apply(create, seq=1)
-    # Both replicas were told about the create (a redelivery, a full pass): both reconcile.
-    await asyncio.gather(a.reconcile(fid), b.reconcile(fid))
+    # Both replicas were told about the create (a redelivery, a full pass): both reconcile;
+    # the one that finds the other at work looks again a second later.
+    await _both(a, b, fid)
     assert runtime.most_at_once == 1
     assert runtime.calls == ["apply"]  # the second found it running, and left it
     row = await b.store.get(fid)
     assert row is not None and row.state == "ready"
 
     await b.store.apply(DeleteFunction(function_id=fid), seq=2)
-    await asyncio.gather(a.reconcile(fid), b.reconcile(fid), a.reconcile(fid))
+    await _both(a, b, fid)
     assert runtime.most_at_once == 1
     assert runtime.calls.count("delete") >= 1
 
@@ -125,7 +132,43 @@ async def test_other_functions_are_not_held_up(
         await a.store.apply(
             CreateFunction(function_id=fid, owner="alice", name=f"f{i}", code="x"), seq=i + 1
         )
-    await asyncio.gather(*(r.reconcile(fid) for fid in ids for r in (a, b)))
+    for fid in ids:
+        a.schedule(fid)
+        b.schedule(fid)
+    await asyncio.gather(a.wait_idle(), b.wait_idle())
     assert runtime.calls == ["apply"] * 4
     assert runtime.most_at_once == 1
     assert runtime.most_overall > 1  # different functions went ahead side by side
+
+
+async def test_many_functions_dying_at_once_do_not_exhaust_the_pool(postgres_url: str) -> None:
+    # 40 functions exit together (an OOM, a shared dependency down): each report takes the
+    # function's lock, which holds a connection, and needs another for its reads and
+    # writes. With the deployer's pool (20 + 10 overflow) they must all be recorded.
+    settings = DeployerSettings(database_url=postgres_url)
+    engine = make_engine(postgres_url, pool_size=20, max_overflow=10, pool_timeout=5)
+    await migrate.upgrade(engine)
+    runtime = RecordingRuntime()
+
+    async def publish(_row: object) -> None:
+        return None
+
+    reconciler = Reconciler(FunctionStore(engine, settings), runtime, publish, settings)  # type: ignore[arg-type]
+    try:
+        ids = [uuid.uuid4() for _ in range(40)]
+        for i, fid in enumerate(ids):
+            await reconciler.store.apply(
+                CreateFunction(function_id=fid, owner="bob", name=f"d{i}", code="x"), seq=i + 1
+            )
+            reconciler.schedule(fid)
+        await reconciler.wait_idle()
+        runtime.running.clear()  # every process is gone
+        await asyncio.wait_for(
+            asyncio.gather(*(reconciler.on_exit(fid, "killed (OOM)") for fid in ids)), 20
+        )
+        for fid in ids:
+            row = await reconciler.store.get(fid)
+            assert row is not None and (row.state, row.reason) == ("failed", "killed (OOM)")
+    finally:
+        await reconciler.close()
+        await engine.dispose()

@@ -84,7 +84,10 @@ class Deployer:
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(self.settings.resolved_database_url)
+        url = self.settings.resolved_database_url
+        # Room for the reconciles' function locks (a connection each, see store.py) beside
+        # their own queries, the commands and the reads.
+        engine = make_engine(url, **({} if url.startswith("sqlite") else {"pool_size": 20}))
         await migrate.upgrade(engine)
         self.store = FunctionStore(engine, self.settings)
         self.nc = await bus.wait_for_nats(self.settings.nats_url, "pyfaas-deployer")

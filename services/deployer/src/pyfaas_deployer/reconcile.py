@@ -23,7 +23,7 @@ from pyfaas_common.messages import Desired, State
 
 from .runtime import FunctionSpec, Observation, Runtime
 from .settings import DeployerSettings
-from .store import FunctionStore
+from .store import FunctionBusy, FunctionStore
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ Publish = Callable[[FunctionRow], Awaitable[None]]
 
 STABLE_AFTER_SECONDS = 30.0
 """A function that served this long before exiting starts its back-off from scratch."""
+
+BUSY_RETRY_SECONDS = 1.0
+"""When another deployer replica is reconciling a function, look again after this."""
 
 
 class Reconciler:
@@ -81,6 +84,9 @@ class Reconciler:
                 await self.reconcile(function_id)
         except asyncio.CancelledError:
             raise
+        except FunctionBusy:
+            # Another replica has it; look again soon (its result may need nothing more).
+            self.schedule(function_id, delay=BUSY_RETRY_SECONDS)
         except Exception:
             with function_context(function_id):
                 log.exception("reconcile failed; retrying")
@@ -230,8 +236,11 @@ class Reconciler:
         since = self._ready_since.pop(function_id, None)
         if since is not None and time.monotonic() - since > STABLE_AFTER_SECONDS:
             self._failures.pop(function_id, None)
-        with function_context(function_id):
-            async with self._lock(function_id):
+        # Within the reconciles' slots: each holder of a function's lock uses a second
+        # database connection, so their number must stay well under the pool's size even
+        # when many functions die at once.
+        with function_context(function_id), contextlib.suppress(FunctionBusy):
+            async with self._slots, self._lock(function_id):
                 row = await self.store.get(function_id)
                 if row is None or row.desired != Desired.RUNNING:
                     return

@@ -36,6 +36,13 @@ from pyfaas_common.messages import (
 from pyfaas_common.settings import PlatformSettings
 
 
+class FunctionBusy(Exception):
+    """Another deployer replica is reconciling this function now."""
+
+    def __str__(self) -> str:
+        return f"function {self.args[0]} is being reconciled by another deployer"
+
+
 class CommandTooEarly(Exception):
     """The command is about a function whose create has not been applied yet: retry later."""
 
@@ -62,16 +69,30 @@ class FunctionStore:
     @contextlib.asynccontextmanager
     async def function_lock(self, function_id: UUID) -> AsyncIterator[None]:
         """One reconcile of a function at a time across deployer replicas: a Postgres
-        advisory lock, held by a transaction of its own for as long as the reconcile runs
-        (so a deployer that dies releases it with its connection). SQLite means one
-        deployer; within a process :class:`Reconciler` has its own lock."""
+        session advisory lock on a connection of its own, outside any transaction (a
+        reconcile may wait minutes for a start; no idle transaction stays open meanwhile),
+        released at the end or with the connection when a deployer dies. Taken without
+        waiting: :class:`FunctionBusy` when another replica holds it, so nobody queues
+        behind someone else's slow start. SQLite means one deployer; within a process
+        :class:`Reconciler` has its own lock."""
         if not is_postgres(self.engine):
             yield
             return
-        key = int.from_bytes(function_id.bytes[:8], "big", signed=True)
-        async with self.engine.connect() as conn, conn.begin():
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-            yield
+        key = {"k": int.from_bytes(function_id.bytes[:8], "big", signed=True)}
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), key):
+                raise FunctionBusy(function_id)
+            released = False
+            try:
+                yield
+            finally:
+                try:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), key)
+                    released = True
+                finally:
+                    if not released:  # never back to the pool still holding the lock
+                        await conn.invalidate()
 
     # --- reads ---------------------------------------------------------------------
     async def get(self, function_id: UUID) -> FunctionRow | None:
