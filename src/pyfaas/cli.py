@@ -359,6 +359,14 @@ def deploy(
         )  # fmt: skip
         err.print(f"deploying {fn.name} ({fn.id})", markup=False)
         _show_invoke_key(fn)
+        if private and not fn.invoke_key:
+            # A retry answered by the attempt that made the function: its key was in an
+            # answer that never arrived.
+            err.print(
+                "this private function was made by an earlier attempt whose answer was lost, "
+                f"with its invoke key; get a new key: faas update {fn.id} --rotate-key",
+                markup=False,
+            )
         if not wait:
             return fn
         with _Progress(fn.name) as progress:

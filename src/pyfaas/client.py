@@ -212,15 +212,15 @@ class Client:
                         error.retry_after = float(r.headers["Retry-After"])
                     raise error
                 return json.loads(data) if data else None
-        except (aiohttp.ServerDisconnectedError, TimeoutError) as exc:
+        except aiohttp.ClientConnectorError as exc:  # nothing was sent
+            raise Unreachable(
+                f"cannot reach the pyfaas API at {self.config.api_url} ({exc}); "
+                "is it running (faas dev), and is PYFAAS_API_URL right?"
+            ) from None
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:  # sent, no answer
             raise AnswerLost(
                 f"the pyfaas API at {self.config.api_url} did not answer "
                 f"({exc or type(exc).__name__}); the request may or may not have been carried out"
-            ) from None
-        except aiohttp.ClientConnectionError as exc:
-            raise Unreachable(
-                f"cannot reach the pyfaas API at {self.config.api_url} ({exc or type(exc).__name__}); "
-                "is it running (faas dev), and is PYFAAS_API_URL right?"
             ) from None
 
     # --- functions ---------------------------------------------------------------------
@@ -273,9 +273,11 @@ class Client:
                 data = await self._request("POST", "/faas/python", body=body, headers=headers)
                 return Function.model_validate(data)
             except ApiError as exc:
-                if exc.status != 503 or attempt >= retries:
+                # 503: not stored, or not known to be; 502/504: a proxy in front of the
+                # API lost the answer. The key makes a retry of either safe.
+                if exc.status not in (502, 503, 504) or attempt >= retries:
                     raise
-                delay = min(exc.retry_after or 1.0, 5.0)
+                delay = min(1.0 if exc.retry_after is None else exc.retry_after, 5.0)
             except AnswerLost:
                 if attempt >= retries:
                     raise

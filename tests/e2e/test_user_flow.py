@@ -132,6 +132,36 @@ async def test_a_create_retried_with_its_idempotency_key_makes_one_function(
             assert fid in (await r.json())["detail"]
 
 
+async def test_overlapping_retries_of_a_private_create_show_the_one_working_key(
+    any_platform: Platform,
+) -> None:
+    # A client that retries before the first answer came (a short timeout): the creates
+    # overlap. One function is made, and only the answer of the attempt that made it
+    # shows an invoke key — the one that works.
+    async with aiohttp.ClientSession() as session:
+        client = Client(session, any_platform)
+        body = {"user": f"u{uuid.uuid4().hex[:10]}", "name": "overlap", "visibility": "private",
+                "code": example("hello_stdlib.py")}  # fmt: skip
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+
+        async def create() -> dict[str, object]:
+            async with session.post(f"{any_platform.api}/faas/python", json=body, headers=key) as r:
+                assert r.status == 202
+                data: dict[str, object] = await r.json()
+                return data
+
+        answers = await asyncio.gather(*(create() for _ in range(5)))
+        assert len({a["id"] for a in answers}) == 1
+        keys = [a["invoke_key"] for a in answers if a.get("invoke_key")]
+        assert len(keys) == 1
+        fid = str(answers[0]["id"])
+        await client.wait_for(fid, {"ready"}, timeout=60)
+        called = await client.call(fid, "x", headers={"X-Pyfaas-Invoke-Key": str(keys[0])})
+        assert called.status == 200
+        async with session.delete(f"{any_platform.api}/faas/python/{fid}") as r:
+            assert r.status == 202
+
+
 async def test_stop_leaves_no_function_process(tmp_path: Path, nats_url: str) -> None:
     """Ctrl-C (SIGTERM) on ``faas dev`` stops every process it started, functions too."""
     async for platform in running_platform(tmp_path, nats_url, ""):

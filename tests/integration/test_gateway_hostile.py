@@ -167,3 +167,20 @@ async def test_a_client_trickling_its_headers_is_cut_off(
     assert not answer.startswith(b"HTTP/1.1 5"), answer[:100]
     assert all(seen["path"] != "/slow" for seen in upstream.seen)
     await _healthy(gw, session)
+
+
+async def test_two_authorization_headers_are_refused(
+    gw: GatewayUnderTest, upstream: Upstream
+) -> None:
+    # Which one counts would be anybody's guess, and the one not judged could carry the
+    # caller's platform token to the function.
+    fid = await gw.add_function(upstream.url)
+    await gw.gateway.routes.lookup(fid)  # in memory: the fast path would see it first
+    answer = await _raw_request(
+        gw,
+        f"GET /gateway/{fid}/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Basic dTpw\r\n"
+        f"Authorization: Bearer a.b.c\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert await _status(answer) == 400
+    assert b"one Authorization header" in answer
+    assert upstream.seen == []

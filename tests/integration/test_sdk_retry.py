@@ -63,15 +63,15 @@ async def api() -> AsyncIterator[tuple[Client, Script, list[str]]]:
         await runner.cleanup()
 
 
-async def test_a_503_is_retried_with_the_same_key(
+async def test_a_503_or_a_proxys_502_504_is_retried_with_the_same_key(
     api: tuple[Client, Script, list[str]],
 ) -> None:
     client, script, keys = api
-    script += [lambda: _problem(503), lambda: _problem(503),
+    script += [lambda: _problem(503), lambda: _problem(502), lambda: _problem(504),
                lambda: web.json_response(FUNCTION, status=202)]  # fmt: skip
     fn = await client.create(CODE, name="hi")
     assert str(fn.id) == FUNCTION["id"]
-    assert len(keys) == 3 and len(set(keys)) == 1 and keys[0]
+    assert len(keys) == 4 and len(set(keys)) == 1 and keys[0]
 
 
 async def test_a_lost_answer_is_retried_with_the_same_key(

@@ -45,10 +45,12 @@ class DeployerClient:
         self.subjects = subjects
         self.timeout = timeout
 
-    async def send(self, command: CommandBase) -> None:
-        """Return once JetStream has stored the command; from then on it is not lost."""
+    async def send(self, command: CommandBase) -> bool:
+        """Return once JetStream has stored the command; from then on it is not lost.
+        False when JetStream already had it (its ``Nats-Msg-Id`` within the duplicate
+        window): this send stored nothing, an earlier one did."""
         try:
-            await bus.publish_command(self.nc, self.subjects, command, timeout=self.timeout)
+            ack = await bus.publish_command(self.nc, self.subjects, command, timeout=self.timeout)
         except Exception as exc:
             log.warning("command not accepted by JetStream", extra={"error": repr(exc)})
             raise unavailable(
@@ -57,6 +59,7 @@ class DeployerClient:
                 "Idempotency-Key header can be retried without making a second function)",
                 retry_after=2,
             ) from exc
+        return not ack.duplicate
 
     async def _ask(self, verb: QueryVerb, query: BaseModel, reply_type: type[R]) -> R:
         try:

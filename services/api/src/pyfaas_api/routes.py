@@ -261,11 +261,21 @@ async def create_function(request: web.Request) -> web.Response:
             visibility=body.visibility,
             invoke_key_hash=key_hash,
         )
-        await deployer.send(command)
+        stored = await deployer.send(command)
     except Problem as problem:
         if problem.status >= 500:  # the platform failed, not the user: it does not count
             rate.give_back(owner, stamp)
         raise
+    if not stored:
+        # The same key's create got there first (a retry that overlapped it): that one
+        # made the function, and its invoke key, not this one.
+        rate.give_back(owner, stamp)
+        earlier = await idempotency.earlier_create(request, function_id, must_know=False)
+        if earlier is not None:
+            response = _accepted(earlier)
+            response.headers[idempotency.REPLAYED] = "true"
+            return response
+        invoke_key = None
     view = FunctionView(
         id=command.function_id, user=command.owner, name=command.name, state="pending",
         desired="running", url=settings.function_url(command.function_id), generation=1,
@@ -274,7 +284,10 @@ async def create_function(request: web.Request) -> web.Response:
         idle_timeout=idle_timeout, delete_after=delete_after, created_at=command.issued_at,
         updated_at=command.issued_at,
     )  # fmt: skip
-    return _accepted(view, invoke_key)
+    response = _accepted(view, invoke_key)
+    if not stored:
+        response.headers[idempotency.REPLAYED] = "true"
+    return response
 
 
 @routes.get("/faas/python")

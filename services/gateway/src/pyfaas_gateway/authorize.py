@@ -33,6 +33,12 @@ def _unauthorized(detail: str) -> Problem:
 
 
 def authorize(auth: Authenticator, route: Route, request: web.Request) -> None:
+    if len(request.headers.getall("Authorization", ())) > 1:
+        # Not a list-valued field (RFC 9110 §11.6.2): which one would count is anybody's
+        # guess, and the one not judged could carry a platform token past the strip.
+        raise Problem(
+            400, "Bad request", "send one Authorization header, not several", "invalid-request"
+        )
     authorization = request.headers.get("Authorization")
     platform_token = authorization is not None and auth.is_platform_token(authorization)
     if platform_token:

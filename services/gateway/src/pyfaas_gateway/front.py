@@ -58,12 +58,12 @@ _MAX_HEAD = 8190
 """A longer head (or one not complete yet at this size) goes to aiohttp, which knows the
 limits and the answers."""
 _MAX_PIPELINED = 1 << 16
+"""Bytes a client may send ahead while its request is served before reading pauses."""
 _MAX_BODY = 1 << 16
 """A larger request body streams through aiohttp's path."""
 _BODY_WAIT = 1.0
 """Seconds the fast path waits for the rest of a small body before handing the request
 to aiohttp (whose ``PYFAAS_STREAM_IDLE_TIMEOUT`` then answers a stalled one with 408)."""
-"""Bytes a client may send ahead while its request is served before reading pauses."""
 _HEAD_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*[\x20-\x7e\t]*\r\n)*")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (/gateway/[\x21-\x7e]*) HTTP/1\.1")
 # Headers that take a request off the fast path (bodies, upgrades, credentials for
@@ -176,6 +176,10 @@ class _FrontConnection(asyncio.Protocol):
         self.idle_since = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
+        if not self.buffer:
+            # A request begins: it has the keep-alive timeout to arrive whole (a head sent
+            # a byte at a time is still cut), counted from now, not from the last answer.
+            self.idle_since = asyncio.get_running_loop().time()
         self.buffer = self.buffer + data if self.buffer else data
         if self.task is None:
             self._next()
@@ -269,7 +273,7 @@ class _FrontConnection(asyncio.Protocol):
         headers: list[tuple[bytes, bytes]] = []
         host = b""
         close = False
-        strip_authorization = False
+        strip_authorization: bool | None = None
         length = -1
         for line in buffer[line_end + 2 : end].split(b"\r\n") if end > line_end else ():
             name, _, value = line.partition(b":")
@@ -296,14 +300,14 @@ class _FrontConnection(asyncio.Protocol):
                     return None
                 close = close or b"close" in tokens
             elif lname == b"authorization":
-                if gateway is None:
-                    return None
+                if gateway is None or strip_authorization is not None:
+                    return None  # several: aiohttp's path refuses them
                 # authorize() strips a platform token before the function sees it.
                 strip_authorization = gateway.auth.is_platform_token(value.decode("latin-1"))
             headers.append((name, value))
         if not host:
             return None
-        return _Request(method, target, headers, host, close, strip_authorization, length)
+        return _Request(method, target, headers, host, close, bool(strip_authorization), length)
 
     def _route(self, request: _Request, gateway: Gateway) -> Route | None:
         target = request.raw_target

@@ -1,8 +1,8 @@
 """``ANY /gateway/{id}/{path}``: the reverse proxy to a function.
 
-:mod:`app` routes every method here, except the plain case (no body, a ready public
-route already in memory), which :mod:`front` serves on its fast path with the same
-answers; what it does not serve it hands to aiohttp, and so here. The route comes from the cache (:mod:`routes`); a
+:mod:`app` routes every method here, except the plain case (no body or a small one, a
+ready public route already in memory), which :mod:`front` serves on its fast path with
+the same answers; what it does not serve it hands to aiohttp, and so here. The route comes from the cache (:mod:`routes`); a
 function that is not ready answers 503 with ``Retry-After``, a failed one 502 with its
 reason, an unknown id 404, a sleeping one goes through :func:`wake` (the seam the
 idle-functions issue fills in). A private function's caller is checked first
