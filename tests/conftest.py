@@ -12,7 +12,10 @@ from pathlib import Path
 import nats
 import pytest
 from nats.js.errors import NotFoundError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pyfaas_common import migrate
+from pyfaas_common.db import make_engine
 from pyfaas_common.subjects import Subjects
 from tests import services
 
@@ -72,3 +75,13 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="module")
+async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    """The module's database, migrated as the deployer migrates it, for writing rows as
+    the deployer would."""
+    engine = make_engine(postgres_url)
+    await migrate.upgrade(engine)
+    yield engine
+    await engine.dispose()

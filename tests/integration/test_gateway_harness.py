@@ -26,8 +26,8 @@ from nats.aio.client import Client as Nats
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pyfaas_common import bus, migrate
-from pyfaas_common.db import FunctionRow, make_engine
+from pyfaas_common import bus
+from pyfaas_common.db import FunctionRow
 from pyfaas_common.messages import Desired, FunctionView, State, StateChanged, utcnow
 from pyfaas_common.subjects import Subjects
 from pyfaas_gateway.app import start as start_listening
@@ -188,15 +188,6 @@ async def upstream() -> AsyncIterator[Upstream]:
     yield state
     state.release.set()
     await runner.cleanup()
-
-
-@pytest.fixture(scope="module")
-async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    """The module's database, migrated, for writing route rows as the deployer would."""
-    engine = make_engine(postgres_url)
-    await migrate.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @dataclass

@@ -18,7 +18,6 @@ from tests.integration.test_gateway_harness import (  # noqa: F401
     GatewayUnderTest,
     StartGateway,
     Upstream,
-    engine,
     gw,
     session,
     start_gateway,

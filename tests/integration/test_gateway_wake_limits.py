@@ -24,7 +24,6 @@ from tests.integration.test_gateway_harness import (  # noqa: F401
     GatewayUnderTest,
     StartGateway,
     Upstream,
-    engine,
     session,
     start_gateway,
     upstream,

@@ -13,7 +13,6 @@ import pytest
 from tests.integration.test_gateway_harness import (  # noqa: F401
     GatewayUnderTest,
     Upstream,
-    engine,
     gw,
     session,
     start_gateway,

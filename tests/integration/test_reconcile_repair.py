@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pyfaas_common import migrate
-from pyfaas_common.db import FunctionRow, make_engine
+from pyfaas_common.db import FunctionRow
 from pyfaas_common.messages import CreateFunction, State
 from pyfaas_deployer.reconcile import Reconciler
 from pyfaas_deployer.runtime.base import FunctionSpec
@@ -52,14 +51,6 @@ OBJECTS = {
     "Service": SERVICES,
     "Deployment": DEPLOYMENTS,
 }
-
-
-@pytest.fixture(scope="module")
-async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(postgres_url)
-    await migrate.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
