@@ -109,6 +109,10 @@ async def test_a_create_retried_with_its_idempotency_key_makes_one_function(
                 assert r.status == 202
                 assert r.headers["Idempotent-Replayed"] == "true"
                 assert (await r.json())["id"] == fid
+        # The same key for another request (new code, another name) is a mistake: said.
+        async with session.post(creates, json={**body, "name": "other"}, headers=key) as r:
+            assert r.status == 422
+            assert "Idempotency-Key" in (await r.json())["detail"]
         # The same key from another user is that user's own function.
         async with session.post(creates, json={**body, "user": user + "x"}, headers=key) as r:
             assert r.status == 202

@@ -69,6 +69,8 @@ class FunctionRow(Base):
     visibility: Mapped[str] = mapped_column(String(16), default="public")
     invoke_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """SHA-256 (hex) of the private function's invoke key; the key itself is not kept."""
+    request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """SHA-256 (hex) of the create request, when it came with an ``Idempotency-Key``."""
     runtime: Mapped[str] = mapped_column(String(32))
     idle_timeout: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """Seconds without a request before sleep; 0 never; None: the reaper's default."""

@@ -79,6 +79,11 @@ class CreateFunction(CommandBase):
     invoke_key_hash: str | None = Field(
         default=None, description="SHA-256 (hex) of the function's invoke key; the key is not kept."
     )
+    request_digest: str | None = Field(
+        default=None,
+        description="SHA-256 (hex) of a create request sent with an Idempotency-Key: a "
+        "retry with the same key must carry the same request.",
+    )
 
 
 class UpdateFunction(CommandBase):
@@ -142,6 +147,9 @@ class FunctionView(Message):
     visibility: Visibility = "public"
     invoke_key_hash: str | None = Field(
         default=None, description="For the gateway; internal: the API never returns it."
+    )
+    request_digest: str | None = Field(
+        default=None, description="Internal: the API never returns it."
     )
     created_at: datetime
     updated_at: datetime

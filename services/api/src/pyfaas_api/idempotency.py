@@ -11,10 +11,13 @@ further) is answered with that function, and with ``Idempotent-Replayed: true``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from uuid import UUID, uuid5
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from pyfaas_common.messages import FunctionView, State
 from pyfaas_common.problems import FieldError, Problem, invalid
@@ -46,10 +49,19 @@ def ids_for(owner: str, key: str) -> tuple[UUID, UUID]:
     return uuid5(_NAMESPACE, name), uuid5(_NAMESPACE, name + "\ncreate")
 
 
+def digest(owner: str, body: BaseModel) -> str:
+    """What a retry must repeat: the user and the create request as validated."""
+    canonical = json.dumps(
+        [owner, body.model_dump(mode="json", exclude_unset=True)], sort_keys=True
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 async def earlier_create(
-    request: web.Request, function_id: UUID, *, must_know: bool
+    request: web.Request, function_id: UUID, request_digest: str | None, *, must_know: bool
 ) -> FunctionView | None:
-    """The function an earlier create with this key made, if the deployer knows it.
+    """The function an earlier create with this key made, if the deployer knows it; 422
+    when that create was another request (the key was reused for new code, say).
 
     When no deployer answers, None — the create is sent again and de-duplicated where it
     lands — unless ``must_know`` (a private function: a second answer would show an invoke
@@ -68,5 +80,14 @@ async def earlier_create(
             f"the function this {HEADER} made ({function_id}) has since been deleted; "
             f"send a new {HEADER} to create another",
             "idempotency-key-used",
+        )
+    if request_digest and view.request_digest and view.request_digest != request_digest:
+        raise Problem(
+            422,
+            "Idempotency key reused",
+            f"this {HEADER} was sent with another create request, which made function "
+            f"{function_id}; a retry must repeat its request, and a new create needs a new "
+            f"{HEADER}",
+            "idempotency-key-reused",
         )
     return view

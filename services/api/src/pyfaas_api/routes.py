@@ -50,7 +50,9 @@ routes = web.RouteTableDef()
 
 def resource(view: FunctionView, invoke_key: str | None = None) -> dict[str, Any]:
     """The function as users see it: never its endpoint, its key hash or a secret value."""
-    data = view.model_dump(mode="json", exclude={"v", "endpoint", "invoke_key_hash"})
+    data = view.model_dump(
+        mode="json", exclude={"v", "endpoint", "invoke_key_hash", "request_digest"}
+    )
     data["secrets"] = dict.fromkeys(view.secrets, REDACTED)
     data["invoke_key"] = invoke_key
     out = FunctionResource.model_validate(data).model_dump(mode="json")
@@ -227,10 +229,14 @@ async def create_function(request: web.Request) -> web.Response:
     owner = _acting_for(identity, body.user, "say whose function this is (PYFAAS_AUTH=none)")
     _check_sizes(request, body.code, "code", body.env, body.secrets)
     function_id, command_id = uuid4(), uuid4()
+    request_digest: str | None = None
     if (key := idempotency.key_of(request)) is not None:
         function_id, command_id = idempotency.ids_for(owner, key)
+        request_digest = idempotency.digest(owner, body)
         private = body.visibility == "private"
-        earlier = await idempotency.earlier_create(request, function_id, must_know=private)
+        earlier = await idempotency.earlier_create(
+            request, function_id, request_digest, must_know=private
+        )
         if earlier is not None:  # a retry: the function the first one made, not counted
             response = _accepted(earlier)
             response.headers[idempotency.REPLAYED] = "true"
@@ -260,6 +266,7 @@ async def create_function(request: web.Request) -> web.Response:
             runtime=settings.runtime,
             visibility=body.visibility,
             invoke_key_hash=key_hash,
+            request_digest=request_digest,
         )
         stored = await deployer.send(command)
     except Problem as problem:
@@ -270,7 +277,9 @@ async def create_function(request: web.Request) -> web.Response:
         # The same key's create got there first (a retry that overlapped it): that one
         # made the function, and its invoke key, not this one.
         rate.give_back(owner, stamp)
-        earlier = await idempotency.earlier_create(request, function_id, must_know=False)
+        earlier = await idempotency.earlier_create(
+            request, function_id, request_digest, must_know=False
+        )
         if earlier is not None:
             response = _accepted(earlier)
             response.headers[idempotency.REPLAYED] = "true"

@@ -207,7 +207,7 @@ class Deployer:
             desired=Desired.RUNNING, url=self.settings.function_url(create.function_id),
             generation=1, observed_generation=0, runtime=create.runtime, env=create.env,
             secrets=dict.fromkeys(create.secrets, REDACTED), visibility=create.visibility,
-            invoke_key_hash=create.invoke_key_hash,
+            invoke_key_hash=create.invoke_key_hash, request_digest=create.request_digest,
             idle_timeout=create.idle_timeout, delete_after=create.delete_after,
             created_at=create.issued_at,
             updated_at=create.issued_at,

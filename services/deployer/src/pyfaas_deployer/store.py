@@ -143,6 +143,7 @@ class FunctionStore:
             delete_after=row.delete_after,
             visibility="private" if row.visibility == "private" else "public",
             invoke_key_hash=row.invoke_key_hash,
+            request_digest=row.request_digest,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -209,6 +210,7 @@ class FunctionStore:
             secrets=dict(command.secrets),
             visibility=command.visibility,
             invoke_key_hash=command.invoke_key_hash,
+            request_digest=command.request_digest,
             runtime=command.runtime,
             idle_timeout=command.idle_timeout,
             delete_after=command.delete_after,
