@@ -24,7 +24,11 @@ async def connect(url: str, name: str, **options: Any) -> Client:
     async def _error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": repr(exc)})
 
+    client: list[Client] = []
+
     async def _disconnected() -> None:
+        if client and client[0].is_closed:
+            return  # our own close(), not a lost connection
         log.warning("nats disconnected")
 
     async def _reconnected() -> None:
@@ -33,7 +37,7 @@ async def connect(url: str, name: str, **options: Any) -> Client:
     options.setdefault("error_cb", _error)
     options.setdefault("disconnected_cb", _disconnected)
     options.setdefault("reconnected_cb", _reconnected)
-    return await nats.connect(
+    nc = await nats.connect(
         url,
         name=name,
         max_reconnect_attempts=-1,
@@ -42,6 +46,8 @@ async def connect(url: str, name: str, **options: Any) -> Client:
         allow_reconnect=True,
         **options,
     )
+    client.append(nc)
+    return nc
 
 
 async def wait_for_nats(url: str, name: str, timeout: float = 30.0, **options: Any) -> Client:
