@@ -8,9 +8,8 @@ body is relayed and when it is cut — is here, once.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from pyfaas_common.problems import Problem
@@ -21,6 +20,7 @@ from .settings import GatewaySettings
 from .upstream import (
     BodySource,
     ConnectFailed,
+    Exchange,
     FirstByteTimeout,
     UpstreamError,
     UpstreamResponse,
@@ -49,34 +49,62 @@ def too_long(settings: GatewaySettings) -> Problem:
     )  # fmt: skip
 
 
-@contextlib.asynccontextmanager
-async def open_upstream(
-    gateway: Gateway,
-    route: Route,
-    head: bytes,
-    *,
-    method: str,
-    body: BodySource | None,
-    chunked: bool,
-    resend: bool = True,
-) -> AsyncIterator[UpstreamResponse]:
-    """The function's answer once its status and headers are in. A failure before then
-    is raised as the :class:`Problem` the client gets (502, 504). ``resend``: see
-    :meth:`UpstreamPool.exchange`."""
-    assert route.target is not None
-    try:
-        exchange = await gateway.pool.exchange(
-            route.target, head, method=method, body=body, chunked=chunked, resend=resend,
-            first_byte_timeout=gateway.settings.upstream_first_byte_timeout,
-        )  # fmt: skip
-    except UpstreamError as exc:
-        raise upstream_problem(gateway, route, exc) from None
-    async with exchange as upstream:
+class UpstreamCall:
+    """``async with UpstreamCall(...) as upstream``: the function's answer once its status
+    and headers are in; leaving the block gives the connection back to the pool (or closes
+    it). A failure before the headers is raised as the :class:`Problem` the client gets
+    (502, 504). ``resend``: see :meth:`UpstreamPool.exchange`.
+
+    A plain class, not a generator context manager: it is on every request's path, and
+    each layer of coroutine frames costs there (docs/gateway.md)."""
+
+    __slots__ = ("body", "chunked", "exchange", "gateway", "head", "method", "resend", "route")
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        route: Route,
+        head: bytes,
+        *,
+        method: str,
+        body: BodySource | None,
+        chunked: bool,
+        resend: bool = True,
+    ) -> None:
+        self.gateway = gateway
+        self.route = route
+        self.head = head
+        self.method = method
+        self.body = body
+        self.chunked = chunked
+        self.resend = resend
+        self.exchange: Exchange | None = None
+
+    async def __aenter__(self) -> UpstreamResponse:
+        gateway, route = self.gateway, self.route
+        assert route.target is not None
         try:
-            await upstream.headers_received
+            exchange = await gateway.pool.exchange(
+                route.target, self.head, method=self.method, body=self.body,
+                chunked=self.chunked, resend=self.resend,
+                first_byte_timeout=gateway.settings.upstream_first_byte_timeout,
+            )  # fmt: skip
         except UpstreamError as exc:
             raise upstream_problem(gateway, route, exc) from None
-        yield upstream
+        try:
+            await exchange.response.headers_received
+        except UpstreamError as exc:
+            exchange.finish()
+            raise upstream_problem(gateway, route, exc) from None
+        except BaseException:
+            exchange.finish()
+            raise
+        self.exchange = exchange
+        return exchange.response
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.exchange is not None:
+            self.exchange.finish()
 
 
 class Account:

@@ -46,7 +46,7 @@ from yarl import URL
 
 from pyfaas_common.problems import PROBLEM_CONTENT_TYPE, Problem
 
-from .exchange import Account, open_upstream, relay, too_long
+from .exchange import Account, UpstreamCall, relay, too_long
 from .headers import build_head, response_headers_raw
 from .keys import GATEWAY, Gateway
 from .routes import Route
@@ -428,16 +428,14 @@ async def _exchange(
     with Account(gateway, route) as account:
         account.bytes_in = len(request.body)
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                if settings.max_duration:
-                    await stack.enter_async_context(asyncio.timeout(settings.max_duration))
-                upstream = await stack.enter_async_context(
-                    open_upstream(
-                        gateway, route, head + request.body,
-                        method=request.method.decode("latin-1"), body=None, chunked=False,
-                        resend=not request.body,
-                    )
-                )  # fmt: skip
+            async with (
+                asyncio.timeout(settings.max_duration or None),
+                UpstreamCall(
+                    gateway, route, head + request.body,
+                    method=request.method.decode("latin-1"), body=None, chunked=False,
+                    resend=not request.body,
+                ) as upstream,
+            ):  # fmt: skip
                 status = account.status = upstream.status
                 metrics.latency.observe(loop.time() - started)
                 answer = response_headers_raw(upstream.headers)

@@ -32,7 +32,7 @@ from aiohttp import web
 from pyfaas_common.problems import Problem, not_found, unavailable
 
 from .authorize import authorize
-from .exchange import Account, open_upstream, relay, too_long
+from .exchange import Account, UpstreamCall, relay, too_long
 from .headers import response_headers, upstream_target
 from .keys import GATEWAY, Gateway
 from .routes import Route
@@ -148,7 +148,7 @@ async def _exchange(gateway: Gateway, request: web.Request, route: Route) -> web
         try:
             async with (
                 asyncio.timeout(settings.max_duration or None),
-                open_upstream(
+                UpstreamCall(
                     gateway, route, head, method=request.method,
                     body=body.chunks if body is not None else None, chunked=chunked,
                 ) as upstream,
