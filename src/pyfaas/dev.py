@@ -188,13 +188,15 @@ class DevPlatform:
             await asyncio.sleep(0.05)
         log.info("started NATS at %s (store %s)", url, store)
 
-    async def _wait_healthy(self, url: str, timeout: float = 60.0) -> None:
+    async def _wait_healthy(
+        self, url: str, timeout: float = 60.0, ok: frozenset[int] = frozenset({200})
+    ) -> None:
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
-                        if r.status == 200:
+                        if r.status in ok:
                             return
                 if self._stop.is_set():
                     return
@@ -232,6 +234,13 @@ class DevPlatform:
             s = self.settings
             await self._wait_healthy(f"http://127.0.0.1:{s.api_port}/healthz")
             await self._wait_healthy(f"http://127.0.0.1:{s.gateway_port}/healthz")
+            # The deployer answers reads once it consumes commands: until then a GET is a
+            # 503. A list through the API says when (with tokens on, a 401 says nothing
+            # more: the API is up, which is all that can be told without one).
+            await self._wait_healthy(
+                f"http://127.0.0.1:{s.api_port}/faas/python?user=pyfaas-dev-probe",
+                ok=frozenset({200, 401, 403}),
+            )
             if not self._stop.is_set():
                 print(
                     f"\npyfaas is running (Ctrl-C stops it)\n"
