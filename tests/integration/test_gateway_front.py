@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """The gateway's fast path (``pyfaas_gateway.front``) and its hand-off to aiohttp, on one
 connection, as a keep-alive or pipelining client drives it."""
 
@@ -9,14 +8,7 @@ import json
 
 import pytest
 
-# The shared fixtures are imported by name; pytest passes them as arguments.
-from tests.integration.test_gateway_harness import (  # noqa: F401
-    GatewayUnderTest,
-    Upstream,
-    gw,
-    start_gateway,
-    upstream,
-)
+from tests.integration.gateway_harness import GatewayUnderTest, Upstream
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """Hostile input to the gateway (in-process, real Postgres and NATS, a real upstream):
 path tricks that aim at another function, control characters and huge headers, a body
 that stalls. None may get a 5xx from the gateway, reach another function, or take the
@@ -12,17 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-# The shared fixtures are imported by name; pytest passes them as arguments.
-from tests.integration.test_gateway_harness import (  # noqa: F401
-    GatewayUnderTest,
-    StartGateway,
-    Upstream,
-    gw,
-    session,
-    start_gateway,
-    upstream,
-    upstream_app,
-)
+from tests.integration.gateway_harness import GatewayUnderTest, StartGateway, Upstream, upstream_app
 from tests.services import free_port
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """Every limit of the gateway, each with the answer a client can act on, and a client that
 goes away mid-stream: the function's request is cancelled and nothing is left behind."""
 
@@ -13,17 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-# The shared fixtures are imported by name; pytest passes them as arguments.
-from tests.integration.test_gateway_harness import (  # noqa: F401
-    GatewayUnderTest,
-    StartGateway,
-    Upstream,
-    gw,
-    open_fds,
-    session,
-    start_gateway,
-    upstream,
-)
+from tests.integration.gateway_harness import GatewayUnderTest, StartGateway, Upstream, open_fds
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """What the gateway tells the rest of the platform and its operators: aggregated access
 records on NATS (a few messages per active function, whatever the request rate; an open
 stream keeps a function active), ``/metrics``, ``/healthz`` and ``/readyz``, and several
@@ -20,17 +19,7 @@ from nats.aio.msg import Msg
 
 from pyfaas_common.db import make_engine
 from pyfaas_common.messages import AccessRecord
-
-# The shared fixtures are imported by name; pytest passes them as arguments.
-from tests.integration.test_gateway_harness import (  # noqa: F401
-    GatewayUnderTest,
-    StartGateway,
-    Upstream,
-    gw,
-    session,
-    start_gateway,
-    upstream,
-)
+from tests.integration.gateway_harness import GatewayUnderTest, StartGateway, Upstream
 from tests.services import free_port
 
 pytestmark = pytest.mark.timeout(60)

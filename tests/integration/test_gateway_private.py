@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """Private functions at the gateway, in-process against a real NATS and Postgres: who may
 call one (its owner's token, an admin's, its invoke key; nobody else), that a stranger
 cannot wake a sleeping one, that a change of visibility arrives by state event, and that
@@ -13,14 +12,7 @@ import aiohttp
 from pyfaas_common.auth import Authenticator, AuthSettings
 from pyfaas_common.invoke_keys import INVOKE_KEY_HEADER, new_invoke_key
 from pyfaas_common.messages import State
-from tests.integration.test_gateway_harness import (  # noqa: F401
-    GatewayUnderTest,
-    StartGateway,
-    Upstream,
-    session,
-    start_gateway,
-    upstream,
-)
+from tests.integration.gateway_harness import GatewayUnderTest, StartGateway, Upstream
 
 SECRET = "g" * 48
 TOKENS = Authenticator(AuthSettings(auth="jwt", jwt_secret=SECRET))

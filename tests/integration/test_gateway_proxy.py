@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """The gateway as a reverse proxy, as a client of a function sees it: every method, bodies
 streamed both ways (chunked uploads, server-sent events as they are flushed), header
 hygiene, the keep-alive pool, and the answers for functions that cannot take a request."""
@@ -13,17 +12,7 @@ import aiohttp
 import pytest
 
 from pyfaas_common.messages import State
-
-# The shared fixtures are imported by name; pytest passes them as arguments.
-from tests.integration.test_gateway_harness import (  # noqa: F401
-    GatewayUnderTest,
-    StartGateway,
-    Upstream,
-    gw,
-    session,
-    start_gateway,
-    upstream,
-)
+from tests.integration.gateway_harness import GatewayUnderTest, StartGateway, Upstream
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """The route cache as users notice it: a deleted function answers 404 at once with no
 restart, a moved one is reached where it went, and in a steady state (or under a flood of
 random ids) requests do not become database queries."""
@@ -12,18 +11,7 @@ import pytest
 from aiohttp import web
 
 from pyfaas_common.messages import State
-
-# The shared fixtures are imported by name; pytest passes them as arguments.
-from tests.integration.test_gateway_harness import (  # noqa: F401
-    GatewayUnderTest,
-    StartGateway,
-    Upstream,
-    gw,
-    session,
-    start_gateway,
-    upstream,
-    upstream_app,
-)
+from tests.integration.gateway_harness import GatewayUnderTest, StartGateway, Upstream, upstream_app
 from tests.services import free_port
 
 pytestmark = pytest.mark.timeout(30)

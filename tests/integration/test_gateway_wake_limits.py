@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """How many requests may wait for one sleeping function to wake
 (``PYFAAS_WAKE_MAX_WAITING``): those within the limit are held and go through once the
 deployer says the function is ready; one more is answered 503 at once, with
@@ -18,16 +17,7 @@ import aiohttp
 import pytest
 
 from pyfaas_common.messages import State
-
-# The shared fixtures are imported by name; pytest passes them as arguments.
-from tests.integration.test_gateway_harness import (  # noqa: F401
-    GatewayUnderTest,
-    StartGateway,
-    Upstream,
-    session,
-    start_gateway,
-    upstream,
-)
+from tests.integration.gateway_harness import GatewayUnderTest, StartGateway, Upstream
 
 pytestmark = pytest.mark.timeout(30)
 

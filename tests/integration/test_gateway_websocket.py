@@ -1,4 +1,3 @@
-# ruff: noqa: F811
 """WebSockets through the gateway: messages both ways, the subprotocol the function
 chose, and close codes passed through in both directions."""
 
@@ -9,15 +8,7 @@ import asyncio
 import aiohttp
 import pytest
 
-# The shared fixtures are imported by name; pytest passes them as arguments.
-from tests.integration.test_gateway_harness import (  # noqa: F401
-    GatewayUnderTest,
-    Upstream,
-    gw,
-    session,
-    start_gateway,
-    upstream,
-)
+from tests.integration.gateway_harness import GatewayUnderTest, Upstream
 
 pytestmark = pytest.mark.timeout(30)
 
