@@ -154,6 +154,8 @@ class Front:
 class _FrontConnection(asyncio.Protocol):
     def __init__(self, front: Front) -> None:
         self.front = front
+        self.loop = asyncio.get_running_loop()
+        """Kept: ``get_running_loop()`` costs a ``getpid()`` each time, on every request."""
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.task: asyncio.Task[None] | None = None
@@ -173,13 +175,13 @@ class _FrontConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode("latin-1") if isinstance(peer, tuple) else b""
         self.front.connections.add(self)
-        self.idle_since = asyncio.get_running_loop().time()
+        self.idle_since = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
         if not self.buffer:
             # A request begins: it has the keep-alive timeout to arrive whole (a head sent
             # a byte at a time is still cut), counted from now, not from the last answer.
-            self.idle_since = asyncio.get_running_loop().time()
+            self.idle_since = self.loop.time()
         self.buffer = self.buffer + data if self.buffer else data
         if self.task is None:
             self._next()
@@ -220,7 +222,7 @@ class _FrontConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
         if self.write_paused and not self.closing:
-            self.drain = asyncio.get_running_loop().create_future()
+            self.drain = self.loop.create_future()
             await self.drain
 
     def _next(self) -> None:
@@ -249,8 +251,7 @@ class _FrontConnection(asyncio.Protocol):
             stop = start + request.body_length
             if len(buffer) < stop:  # the rest of the body is on its way: wait for it, briefly
                 if self.body_wait is None:
-                    loop = asyncio.get_running_loop()
-                    self.body_wait = loop.call_later(_BODY_WAIT, self._hand_off)
+                    self.body_wait = self.loop.call_later(_BODY_WAIT, self._hand_off)
                 return
             request.body = buffer[start:stop]
             start = stop
@@ -259,7 +260,7 @@ class _FrontConnection(asyncio.Protocol):
             self.body_wait = None
         self.buffer = buffer[start:]
         gateway.routes.hits += 1
-        self.task = asyncio.get_running_loop().create_task(self._serve(gateway, request, route))
+        self.task = self.loop.create_task(self._serve(gateway, request, route))
 
     def _parse(self, buffer: bytes, end: int, gateway: Gateway | None) -> _Request | None:
         line_end = buffer.find(b"\r\n", 0, end + 2)
@@ -362,7 +363,7 @@ class _FrontConnection(asyncio.Protocol):
                 if not keep or request.close or self.closing:
                     transport.close()
                 else:
-                    self.idle_since = asyncio.get_running_loop().time()
+                    self.idle_since = self.loop.time()
                     if self.read_paused:
                         self.read_paused = False
                         transport.resume_reading()
@@ -412,7 +413,7 @@ async def _exchange(
     metrics = gateway.metrics
     target = route.target
     assert target is not None
-    loop = asyncio.get_running_loop()
+    loop = conn.loop
     started = loop.time()
     prefix = route.label.encode("ascii")
     headers, _ = gateway.headers.forwarded_raw(
