@@ -38,7 +38,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.services import NATS_URL, NatsServer, free_port, reachable  # noqa: E402
+from tests.services import free_port, nats_service, reachable  # noqa: E402
 
 UPSTREAM = r"""
 import asyncio, sys, httptools, uvloop
@@ -222,16 +222,12 @@ def main() -> int:
     )
 
     procs: list[subprocess.Popen[bytes]] = []
-    nats_server = None
-    with tempfile.TemporaryDirectory(prefix="pyfaas-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="pyfaas-bench-") as tmp,
+        nats_service(Path(tmp) / "nats", print) as nats_url,
+    ):
         work = Path(tmp)
         try:
-            nats_url = NATS_URL
-            if not reachable(NATS_URL, 4222):
-                nats_server = NatsServer(work / "nats")
-                nats_server.start()
-                nats_url = nats_server.url
-
             upstream_port = free_port()
             (work / "upstream.py").write_text(UPSTREAM)
             procs.append(
@@ -320,8 +316,6 @@ def main() -> int:
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.wait()
-            if nats_server is not None:
-                nats_server.stop()
     return 0
 
 
