@@ -292,7 +292,6 @@ class _FrontConnection(asyncio.Protocol):
                     gateway is not None and length > gateway.settings.max_body_bytes
                 ):
                     return None  # streamed, or refused with 413, by aiohttp's path
-                continue  # the exchange sets it itself, so nothing can take it off
             elif lname in _BODY_OR_UPGRADE:
                 return None
             elif lname == b"connection":
@@ -420,8 +419,6 @@ async def _exchange(
         request.headers, strip_authorization=request.strip_authorization, peer=conn.peer,
         scheme=b"http", host=request.host, prefix=b"/gateway/" + prefix,
     )  # fmt: skip
-    if request.body_length >= 0:
-        headers.append((b"Content-Length", b"%d" % request.body_length))
     head = build_head(request.method, request.tail, target.host_header, headers, chunked=False)
     is_head = request.method == b"HEAD"
 
