@@ -150,14 +150,14 @@ async def test_a_serving_function_missing_some_of_its_objects_is_applied_again(
     for resource in (SERVICES, CONFIGMAPS):
         kmock.objects[resource, NAMESPACE, name].delete()
     assert (await runtime.observe(fid)).state == "ready"
-    assert await runtime.incomplete() == {fid}
+    assert (await runtime.inventory())[1] == {fid}
 
     await reconciler.full_pass()
     await reconciler.wait_idle()
 
     assert _holders(cluster, fid) == set(OBJECTS)
     assert cluster.live(CONFIGMAPS)[name]["data"] == {"main.py": CODE}
-    assert await runtime.incomplete() == set()
+    assert (await runtime.inventory())[1] == set()
     assert _holders(cluster, whole) == set(OBJECTS)
     row = await reconciler.store.get(fid)
     assert row is not None and row.state == State.READY

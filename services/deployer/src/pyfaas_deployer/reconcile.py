@@ -253,9 +253,9 @@ class Reconciler:
 
     # --- everything ------------------------------------------------------------------
     async def full_pass(self) -> None:
-        managed = await self.runtime.managed()
+        managed, partial = await self.runtime.inventory()
         # Only those that should run: a sleeping one is applied in full when it wakes.
-        self._repair |= await self.runtime.incomplete()
+        self._repair |= partial
         for function_id in await self.store.needing_reconcile():
             self.schedule(function_id)
         known = await self.store.known_ids()

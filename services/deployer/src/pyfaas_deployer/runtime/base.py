@@ -79,9 +79,10 @@ class Runtime(Protocol):
     async def managed(self) -> set[UUID]:
         """Every function the runtime holds something for (for orphan clean-up)."""
 
-    async def incomplete(self) -> set[UUID]:
-        """Functions of which the runtime holds some of what it applies but not all (a part
-        deleted behind pyfaas' back): the full reconcile applies them again."""
+    async def inventory(self) -> tuple[set[UUID], set[UUID]]:
+        """For the full reconcile, in one look: :meth:`managed`, and those functions of
+        which the runtime holds some of what it applies but not all (a part deleted behind
+        pyfaas' back), to apply again."""
 
     async def logs(self, function_id: UUID, tail: int) -> list[str]: ...
 

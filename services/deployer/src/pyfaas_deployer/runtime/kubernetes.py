@@ -199,10 +199,10 @@ class KubernetesRuntime:
     async def managed(self) -> set[UUID]:
         return set().union(*(await self._ids_by_kind()).values())
 
-    async def incomplete(self) -> set[UUID]:
+    async def inventory(self) -> tuple[set[UUID], set[UUID]]:
         kinds = list((await self._ids_by_kind()).values())
         every: set[UUID] = set().union(*kinds)
-        return every - every.intersection(*kinds)
+        return every, every - every.intersection(*kinds)
 
     async def _ids_by_kind(self) -> dict[str, set[UUID]]:
         """For each kind pyfaas applies, the functions that have one (one list call a kind)."""

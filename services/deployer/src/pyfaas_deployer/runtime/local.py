@@ -395,9 +395,9 @@ class LocalRuntime:
                 ids.add(UUID(entry.name))
         return ids
 
-    async def incomplete(self) -> set[UUID]:
+    async def inventory(self) -> tuple[set[UUID], set[UUID]]:
         # One directory and one process per function: observe() already sees either gone.
-        return set()
+        return await self.managed(), set()
 
     async def logs(self, function_id: UUID, tail: int) -> list[str]:
         return await asyncio.to_thread(tail_lines, self._log_path(function_id), tail)
